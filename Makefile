@@ -1,0 +1,51 @@
+# neuface — two commands on a fresh machine: `make demo` and `make test`.
+# Both create (or reuse) a local virtualenv and install everything they need.
+# torch is pinned and installed first: an unpinned torch pulls multi-GB CUDA builds.
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+TORCH_PIN := torch==2.13.0
+STAMP := $(VENV)/.neuface-installed
+PIP := $(BIN)/python -m pip --disable-pip-version-check -q
+CORES ?= 2
+PYTEST_ARGS ?=
+# Workflow rules call the `neuface` CLI: put the virtualenv first on PATH for everything make runs.
+export PATH := $(abspath $(BIN)):$(PATH)
+
+.PHONY: install test lint demo bench clean help
+
+help:
+	@echo "make demo   - run the workflow on the built-in demo data (results/ )"
+	@echo "make test   - lint + test suite (CPU, offline)"
+	@echo "make bench  - benchmarks (figures printed next to a same-run reference)"
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(PIP) install --upgrade pip setuptools wheel 2>&1 | grep -v "is ignored: it is neither" || true
+	$(PIP) install "$(TORCH_PIN)" 2>&1 | grep -v "is ignored: it is neither" || true
+	$(BIN)/python -c "import torch, sys; sys.exit(torch.__version__.split('+')[0] != '2.13.0')" \
+		|| (echo "torch 2.13.0 did not install" >&2; exit 1)
+	$(PIP) install -e ".[workflow,demo,dev]" 2>&1 | grep -v "is ignored: it is neither" || true
+	$(BIN)/python -c "import neuface, snakemake, roma, av" || (echo "install incomplete" >&2; exit 1)
+	@touch $@
+
+install: $(STAMP)
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/snakemake --lint --cores 1 >/dev/null
+
+test: $(STAMP)
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/python -m pytest -n $(CORES) -m "not cuda" $(PYTEST_ARGS)
+
+demo: $(STAMP)
+	$(BIN)/snakemake --profile profiles/local --cores $(CORES)
+	@$(BIN)/neuface demo-summary results
+
+bench: $(STAMP)
+	$(BIN)/python -m benchmarks
+
+clean:
+	rm -rf results logs .snakemake

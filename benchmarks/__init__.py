@@ -1,0 +1,1 @@
+"""neuface benchmarks (``make bench``). Each ``bench_*`` module exposes ``run(quick=False) -> list[dict]``."""

@@ -1,0 +1,5 @@
+import sys
+
+from neuface.cli import main
+
+sys.exit(main())

@@ -1,0 +1,43 @@
+"""``neuface summary RESULTS``: what a workflow run produced, stage by stage (used at the end of make demo)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from neuface.errors import NeufaceError
+
+log = logging.getLogger(__name__)
+
+_SKIP_DIRS = {"logs", "benchmarks"}
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser("summary", help="list the outputs of a workflow run by stage")
+    parser.add_argument("results", help="the workflow's results directory")
+    parser.set_defaults(func=_summary)
+
+
+def collect_outputs(results: Path) -> dict[str, list[Path]]:
+    """Map each stage directory under ``results`` to its output files (logs/benchmarks excluded)."""
+    if not results.is_dir():
+        raise NeufaceError(f"results directory {results} does not exist; run the workflow first")
+    stages: dict[str, list[Path]] = {}
+    for stage_dir in sorted(p for p in results.iterdir() if p.is_dir() and p.name not in _SKIP_DIRS):
+        files = sorted(p for p in stage_dir.rglob("*") if p.is_file() and not p.name.startswith("."))
+        if files:
+            stages[stage_dir.name] = files
+    return stages
+
+
+def _summary(args: argparse.Namespace) -> int:
+    results = Path(args.results)
+    stages = collect_outputs(results)
+    if not stages:
+        raise NeufaceError(f"no outputs under {results}")
+    log.info("outputs under %s:", results.resolve())
+    for stage, files in stages.items():
+        log.info("  %-12s %d file(s), e.g. %s", stage, len(files), files[0])
+    log.info("logs: %s   benchmarks: %s", results / "logs", results / "benchmarks")
+    return 0

@@ -1,0 +1,47 @@
+"""The `neuface` CLI entry point: parsing, logging, and error handling at the boundary."""
+
+import logging
+
+import pytest
+
+from neuface import __version__
+from neuface.cli import build_parser, main
+
+
+def test_version_flag(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["--version"])
+    assert exc.value.code == 0
+    assert __version__ in capsys.readouterr().out
+
+
+def test_every_subcommand_registers():
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    assert {"kit", "render", "summary"} <= set(sub.choices)
+
+
+def test_user_error_is_one_log_line_and_exit_2(tmp_path, caplog):
+    caplog.set_level(logging.ERROR)
+    rc = main(["summary", str(tmp_path / "missing")])
+    assert rc == 2
+    errors = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(errors) == 1 and "does not exist" in errors[0].getMessage()
+
+
+def test_summary_lists_stage_outputs(tmp_path, caplog):
+    (tmp_path / "preview").mkdir()
+    (tmp_path / "preview" / "head.png").write_bytes(b"x")
+    (tmp_path / "logs").mkdir()
+    (tmp_path / "logs" / "a.log").write_text("log")
+    caplog.set_level(logging.INFO)
+    assert main(["summary", str(tmp_path)]) == 0
+    text = caplog.text
+    assert "preview" in text and "head.png" in text
+    assert "a.log" not in text
+
+
+def test_log_file_receives_lines(tmp_path):
+    log_file = tmp_path / "run.log"
+    main(["--log-file", str(log_file), "summary", str(tmp_path / "nope")])
+    assert "does not exist" in log_file.read_text()
