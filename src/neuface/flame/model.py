@@ -88,7 +88,10 @@ class FlameModel:
             pd.ndim == 3 and pd.shape == (n_v, 3, 9 * (n_j - 1)),
             f"posedirs must be ({n_v}, 3, {9 * (n_j - 1)}), got {pd.shape}",
         )
-        _require(self.J_regressor.shape == (n_j, n_v), f"J_regressor must be ({n_j}, {n_v}), got {self.J_regressor.shape}")
+        _require(
+            self.J_regressor.shape == (n_j, n_v),
+            f"J_regressor must be ({n_j}, {n_v}), got {self.J_regressor.shape}",
+        )
         _require(self.weights.shape == (n_v, n_j), f"weights must be ({n_v}, {n_j}), got {self.weights.shape}")
         for name in ("v_template", "shapedirs", "posedirs", "J_regressor", "weights"):
             arr = getattr(self, name)

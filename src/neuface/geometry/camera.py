@@ -42,6 +42,8 @@ def ndc_to_pixels(xy: torch.Tensor, image_size: tuple[int, int]) -> torch.Tensor
     Returns:
         (..., 2) pixel coordinates ``(x, y)``.
     """
+    check_shape(xy, "xy", ("...", 2))
+    check_floating(xy, "xy")
     h, w = image_size
     scale = xy.new_tensor([w / 2.0, h / 2.0])
     return (xy + 1.0) * scale - 0.5
@@ -49,6 +51,8 @@ def ndc_to_pixels(xy: torch.Tensor, image_size: tuple[int, int]) -> torch.Tensor
 
 def pixels_to_ndc(xy: torch.Tensor, image_size: tuple[int, int]) -> torch.Tensor:
     """Inverse of :func:`ndc_to_pixels`."""
+    check_shape(xy, "xy", ("...", 2))
+    check_floating(xy, "xy")
     h, w = image_size
     scale = xy.new_tensor([w / 2.0, h / 2.0])
     return (xy + 0.5) / scale - 1.0
@@ -70,6 +74,7 @@ def pinhole_project(points: torch.Tensor, K: torch.Tensor, R: torch.Tensor, t: t
     check_shape(K, "K", ("B", 3, 3), sizes)
     check_shape(R, "R", ("B", 3, 3), sizes)
     check_shape(t, "t", ("B", 3), sizes)
+    check_floating(points, "points")
     cam_pts = points @ R.transpose(1, 2) + t[:, None, :]
     z = cam_pts[..., 2:3]
     uvw = cam_pts @ K.transpose(1, 2)
@@ -100,7 +105,13 @@ class WeakPerspectiveCamera:
 
 @dataclass
 class PinholeCamera:
-    """A batch of OpenCV pinhole cameras. ``K`` (B,3,3), ``R`` (B,3,3), ``t`` (B,3); see :func:`pinhole_project`."""
+    """A batch of OpenCV pinhole cameras (see :func:`pinhole_project`).
+
+    Attributes:
+        K: (B, 3, 3) intrinsics.
+        R: (B, 3, 3) world→camera rotations.
+        t: (B, 3) world→camera translations.
+    """
 
     K: torch.Tensor
     R: torch.Tensor
