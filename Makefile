@@ -26,8 +26,10 @@ $(STAMP): pyproject.toml
 	$(PIP) install "$(TORCH_PIN)" 2>&1 | grep -v "is ignored: it is neither" || true
 	$(BIN)/python -c "import torch, sys; sys.exit(torch.__version__.split('+')[0] != '2.13.0')" \
 		|| (echo "torch 2.13.0 did not install" >&2; exit 1)
-	$(PIP) install -e ".[workflow,demo,dev]" 2>&1 | grep -v "is ignored: it is neither" || true
-	$(BIN)/python -c "import neuface, snakemake, roma, av" || (echo "install incomplete" >&2; exit 1)
+	$(PIP) install -e ".[workflow,demo,landmarks,dev]" 2>&1 | grep -v "is ignored: it is neither" || true
+	$(PIP) install --no-deps face-alignment==1.5.0 2>&1 | grep -v "is ignored: it is neither" || true
+	$(BIN)/python -c "import neuface, snakemake, roma, av, dlib, face_alignment, skvideo" \
+		|| (echo "install incomplete" >&2; exit 1)
 	@touch $@
 
 install: $(STAMP)

@@ -1,7 +1,5 @@
 """The `neuface` CLI entry point: parsing, logging, and error handling at the boundary."""
 
-import logging
-
 import pytest
 
 from neuface import __version__
@@ -18,25 +16,23 @@ def test_version_flag(capsys):
 def test_every_subcommand_registers():
     parser = build_parser()
     sub = next(a for a in parser._actions if a.dest == "command")
-    assert {"kit", "render", "summary"} <= set(sub.choices)
+    assert {"index", "frames", "landmarks", "kit", "synth", "render", "summary"} <= set(sub.choices)
 
 
-def test_user_error_is_one_log_line_and_exit_2(tmp_path, caplog):
-    caplog.set_level(logging.ERROR)
+def test_user_error_is_one_log_line_and_exit_2(tmp_path, capsys):
     rc = main(["summary", str(tmp_path / "missing")])
     assert rc == 2
-    errors = [r for r in caplog.records if r.levelno == logging.ERROR]
-    assert len(errors) == 1 and "does not exist" in errors[0].getMessage()
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "ERROR" in err[0] and "does not exist" in err[0]
 
 
-def test_summary_lists_stage_outputs(tmp_path, caplog):
+def test_summary_lists_stage_outputs(tmp_path, capsys):
     (tmp_path / "preview").mkdir()
     (tmp_path / "preview" / "head.png").write_bytes(b"x")
     (tmp_path / "logs").mkdir()
     (tmp_path / "logs" / "a.log").write_text("log")
-    caplog.set_level(logging.INFO)
     assert main(["summary", str(tmp_path)]) == 0
-    text = caplog.text
+    text = capsys.readouterr().err
     assert "preview" in text and "head.png" in text
     assert "a.log" not in text
 

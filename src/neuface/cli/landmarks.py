@@ -1,0 +1,67 @@
+"""``neuface landmarks``: 68 2D landmarks of one tracked face per frame and view of a frames file.
+
+A failed upstream frames file, or a sequence with no face at all, gives an output with ``status='failed'`` and
+exit code 0 (the workflow carries on). Missing detector weights are a usage error (exit code 2) whose message
+says which file to put where.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+from neuface.landmarks.backends import BACKENDS, make_backend
+from neuface.landmarks.extract import detect_sequence
+from neuface.status import read_status, write_status
+
+log = logging.getLogger(__name__)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser("landmarks", help="detect 68 2D landmarks of one tracked face per frame",
+                            description="68 2D landmarks of one tracked face per frame and view of a frames "
+                                        "file. A failed upstream or no face at all gives status 'failed' and "
+                                        "exit code 0.")
+    parser.add_argument("--frames", required=True, help="frames file from `neuface frames`")
+    parser.add_argument("--out", required=True, help="output landmarks file, e.g. results/landmarks/ID.h5")
+    parser.add_argument("--backend", choices=BACKENDS, default="auto",
+                        help="fan (face-alignment; weights in $TORCH_HOME/hub/checkpoints), dlib (offline), "
+                             "auto: fan if its weights are there, else dlib (default)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda[:N] (fan only)")
+    parser.add_argument("--batch-size", type=int, default=16, help="frames per detector/FAN batch (16)")
+    parser.add_argument("--min-score", type=float, default=None,
+                        help="face detection threshold (fan: S3FD probability, default 0.5; dlib: HOG score, "
+                             "default 0.0)")
+    parser.add_argument("--det-size", type=int, default=320,
+                        help="dlib only: detect on frames resized to this shorter side (320)")
+    parser.add_argument("--status-json", default=None, help="also write the status record to this JSON file")
+    parser.set_defaults(func=_landmarks)
+
+
+def _landmarks(args: argparse.Namespace) -> int:
+    upstream = read_status(args.frames)
+    if upstream.ok:
+        backend = make_backend(args.backend, device=args.device, min_score=args.min_score,
+                               batch_size=args.batch_size, det_size=args.det_size)
+    else:
+        backend = _NoBackend(args.backend)  # nothing to compute: do not load (or require) any weights
+    status = detect_sequence(args.frames, args.out, backend, batch_size=args.batch_size)
+    if args.status_json:
+        write_status(status, args.status_json)
+    return 0
+
+
+class _NoBackend:
+    """Stands in for a backend when the upstream failed (only its name/version are recorded)."""
+
+    score_kind = "n/a"
+
+    def __init__(self, name: str):
+        self.name = name
+        self.version = "not loaded (upstream failed)"
+
+    def detect(self, frames):  # pragma: no cover - never called
+        raise RuntimeError("no backend loaded")
+
+    def landmarks(self, frames, boxes):  # pragma: no cover - never called
+        raise RuntimeError("no backend loaded")

@@ -1,0 +1,172 @@
+"""The ``landmarks`` stage for one sequence: 68 2D landmarks of one tracked face per frame and view.
+
+Output layout (``FORMAT = "neuface.landmarks"``, version 1)::
+
+    /                        attrs: format, format_version, status attrs (neuface.status), views, n_frames,
+                                    detector, detector_version, score_kind, frames_file
+    /views/<view>/landmarks  (F, 68, 2) float32 pixels of the stored frames (NaN where not detected)
+    /views/<view>/scores     (F, 68) float32 per-point confidence (NaN where not detected)
+    /views/<view>/boxes      (F, 4) float32 face box x0, y0, x1, y1 (NaN where not detected)
+    /views/<view>/box_scores (F,) float32 detector confidence of the box
+    /views/<view>/detected   (F,) bool
+        attrs: detector, detector_version, width, height, n_detected, max_faces (most faces in one frame)
+
+A failed upstream frames file gives a failed landmarks file without any work; a sequence with no face in any
+frame of any view fails with ``'no face detected'``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from neuface.errors import NeufaceError
+from neuface.io_utils import atomic_path
+from neuface.landmarks.backends import N_POINTS, LandmarkBackend
+from neuface.landmarks.tracking import FaceTracker
+from neuface.status import StageStatus, read_status, read_status_attrs, write_status_attrs
+from neuface.video.store import frames_info, read_str_list_attr, str_list_attr
+
+log = logging.getLogger(__name__)
+
+STAGE = "landmarks"
+FORMAT = "neuface.landmarks"
+FORMAT_VERSION = 1
+_ARRAYS = ("landmarks", "scores", "boxes", "box_scores", "detected")
+
+
+def landmarks_for_view(frames: h5py.Dataset | np.ndarray, backend: LandmarkBackend, batch_size: int = 16,
+                       tracker: FaceTracker | None = None) -> dict[str, Any]:
+    """Detect, track and landmark one face through ``frames`` ``(F, H, W, 3)`` uint8 (read in batches).
+
+    Returns a dict with ``landmarks (F, 68, 2)``, ``scores (F, 68)``, ``boxes (F, 4)``, ``box_scores (F,)``,
+    ``detected (F,)`` and ``max_faces``.
+    """
+    if batch_size < 1:
+        raise NeufaceError(f"batch_size must be at least 1, got {batch_size}")
+    tracker = tracker or FaceTracker()
+    n = frames.shape[0]
+    out: dict[str, Any] = {
+        "landmarks": np.full((n, N_POINTS, 2), np.nan, dtype=np.float32),
+        "scores": np.full((n, N_POINTS), np.nan, dtype=np.float32),
+        "boxes": np.full((n, 4), np.nan, dtype=np.float32),
+        "box_scores": np.full((n,), np.nan, dtype=np.float32),
+        "detected": np.zeros((n,), dtype=bool),
+        "max_faces": 0,
+    }
+    for start in range(0, n, batch_size):
+        batch = np.asarray(frames[start:start + batch_size])
+        dets = backend.detect(batch)
+        chosen, rows = [], []
+        for j, boxes in enumerate(dets):
+            out["max_faces"] = max(out["max_faces"], len(boxes))
+            idx = tracker.update(boxes)
+            if idx is not None:
+                chosen.append(j)
+                rows.append(boxes[idx])
+        if not chosen:
+            continue
+        picked = np.asarray(rows, dtype=np.float64)
+        pts, sc = backend.landmarks(batch[chosen], picked[:, :4])
+        where = np.asarray(chosen) + start
+        out["landmarks"][where] = pts
+        out["scores"][where] = sc
+        out["boxes"][where] = picked[:, :4]
+        out["box_scores"][where] = picked[:, 4]
+        out["detected"][where] = True
+    return out
+
+
+def detect_sequence(frames_path: str | os.PathLike, out: str | os.PathLike, backend: LandmarkBackend,
+                    batch_size: int = 16, tracker_kwargs: dict[str, float] | None = None) -> StageStatus:
+    """Run the landmarks stage on one frames file; always writes ``out`` (atomically); returns its status."""
+    upstream = read_status(frames_path)
+    sequence = upstream.sequence
+    with atomic_path(out, suffix=".h5") as tmp, h5py.File(tmp, "w") as f:
+        _root_attrs(f, backend, frames_path)
+        if not upstream.ok:
+            status = upstream.propagate(STAGE)
+            _finish(f, status, [], 0)
+            log.warning("%s", status.summary())
+            return status
+        info = frames_info(frames_path)
+        per_view: dict[str, int] = {}
+        warnings: list[str] = []
+        with h5py.File(frames_path, "r") as src:
+            for view in info["views"]:
+                ds = src[f"views/{view}/frames"]
+                res = landmarks_for_view(ds, backend, batch_size, FaceTracker(**(tracker_kwargs or {})))
+                g = f.require_group("views").create_group(view)
+                for key in _ARRAYS:
+                    g.create_dataset(key, data=res[key], compression="gzip", compression_opts=1)
+                n_det = int(res["detected"].sum())
+                per_view[view] = n_det
+                g.attrs.update({"detector": backend.name, "detector_version": backend.version,
+                                "width": int(ds.shape[2]), "height": int(ds.shape[1]), "n_detected": n_det,
+                                "max_faces": int(res["max_faces"])})
+                n = int(ds.shape[0])
+                if n_det == 0:
+                    warnings.append(f"view {view}: no face detected in {n} frame(s)")
+                elif n_det < n:
+                    warnings.append(f"view {view}: face found in {n_det}/{n} frames")
+                if res["max_faces"] > 1:
+                    warnings.append(f"view {view}: up to {res['max_faces']} faces in a frame; tracked one")
+        n_frames = int(info["n_frames"])
+        details = {"n_frames": n_frames, "n_detected": per_view,
+                   "detected_fraction": {v: (c / n_frames if n_frames else 0.0) for v, c in per_view.items()},
+                   "detector": backend.name, "detector_version": backend.version}
+        if not per_view or not any(per_view.values()):
+            status = StageStatus.failed(sequence, STAGE, "no face detected", **details)
+        else:
+            status = StageStatus(sequence, STAGE, details=details, warnings=tuple(warnings))
+        _finish(f, status, list(per_view), n_frames)
+    log.log(logging.INFO if status.ok and not status.warnings else logging.WARNING, "%s", status.summary())
+    return status
+
+
+def _root_attrs(f: h5py.File, backend: LandmarkBackend, frames_path: str | os.PathLike) -> None:
+    f.attrs["format"] = FORMAT
+    f.attrs["format_version"] = FORMAT_VERSION
+    f.attrs["detector"] = backend.name
+    f.attrs["detector_version"] = backend.version
+    f.attrs["score_kind"] = backend.score_kind
+    f.attrs["frames_file"] = str(frames_path)
+
+
+def _finish(f: h5py.File, status: StageStatus, views: list[str], n_frames: int) -> None:
+    write_status_attrs(f.attrs, status)
+    f.attrs["views"] = str_list_attr(views)
+    f.attrs["n_frames"] = int(n_frames)
+
+
+def read_landmarks(h5: str | os.PathLike, view: str) -> dict[str, np.ndarray]:
+    """All arrays of one view (``landmarks, scores, boxes, box_scores, detected``) as numpy arrays."""
+    path = Path(h5)
+    if not path.is_file():
+        raise NeufaceError(f"landmarks file {path} does not exist")
+    with h5py.File(path, "r") as f:
+        if f.attrs.get("format") != FORMAT:
+            raise NeufaceError(f"{path} is not a neuface landmarks file")
+        if f"views/{view}" not in f:
+            views = read_str_list_attr(f.attrs["views"])
+            raise NeufaceError(f"{path} has no view {view!r} (views: {', '.join(views) or 'none'}; "
+                               f"status {f.attrs['status']}: {f.attrs['reason']})")
+        return {k: f[f"views/{view}/{k}"][()] for k in _ARRAYS}
+
+
+def landmarks_info(h5: str | os.PathLike) -> dict[str, Any]:
+    """Root metadata: status, views, n_frames, detector, detector_version."""
+    with h5py.File(h5, "r") as f:
+        return {"status": read_status_attrs(f.attrs), "views": read_str_list_attr(f.attrs["views"]),
+                "n_frames": int(f.attrs["n_frames"]), "detector": str(f.attrs["detector"]),
+                "detector_version": str(f.attrs["detector_version"]),
+                "details": json.loads(f.attrs["details"])}
+
+
+__all__ = ["FORMAT", "STAGE", "detect_sequence", "landmarks_for_view", "landmarks_info", "read_landmarks"]
