@@ -37,9 +37,8 @@ def astronaut_path() -> Path:
 
 
 @pytest.fixture
-def run_cli(monkeypatch) -> Callable[..., int]:
-    """``run_cli(*argv)`` -> exit code of ``neuface.cli.main`` with the front-end subcommands registered."""
-    import neuface.cli as cli
+def run_cli() -> Callable[..., int]:
+    """``run_cli(*argv)`` -> exit code of ``neuface.cli.main`` (arguments are str()-ed)."""
+    from neuface.cli import main
 
-    monkeypatch.setattr(cli, "COMMAND_MODULES", ("index", "frames", "landmarks"))
-    return lambda *argv: cli.main([str(a) for a in argv])
+    return lambda *argv: main([str(a) for a in argv])

@@ -1,0 +1,150 @@
+"""The ``crops`` stage: DECA-style 224×224 face crops and their transforms, per frame and view.
+
+The box comes from the tracked landmarks (:func:`neuface.geometry.crop.estimate_crop_box`), is smoothed over
+time so that crop jitter does not become landmark jitter, and frames without a detection take the box
+interpolated from their neighbours (they stay marked ``detected = False``). The transforms are kept, so every
+crop-space quantity maps back to frame pixels (:func:`neuface.geometry.crop.crop_to_pixels`).
+
+Output layout (``FORMAT = "neuface.crops"``, version 1)::
+
+    /                          attrs: format, format_version, status attrs (neuface.status), views, n_frames,
+                                      crop_size, scale, smooth_window, frames_file, landmarks_file
+    /views/<view>/crops        (F, S, S, 3) uint8 RGB, one chunk per frame
+    /views/<view>/transforms   (F, 3, 3) float64, original pixels → crop pixels
+    /views/<view>/center       (F, 2) float64 box centre (pixels, after smoothing)
+    /views/<view>/size         (F,) float64 box side (pixels, after smoothing)
+    /views/<view>/detected     (F,) bool, copied from the landmarks stage
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+import h5py
+import numpy as np
+import torch
+
+from neuface.errors import NeufaceError
+from neuface.geometry.crop import crop_transform, estimate_crop_box, smooth_boxes, warp_images
+from neuface.io_utils import atomic_path
+from neuface.landmarks.extract import landmarks_info, read_landmarks
+from neuface.status import StageStatus, read_status, read_status_attrs, write_status_attrs
+from neuface.video.store import read_str_list_attr, str_list_attr
+
+log = logging.getLogger(__name__)
+
+STAGE = "crops"
+FORMAT = "neuface.crops"
+FORMAT_VERSION = 1
+
+
+def fill_missing_boxes(center: np.ndarray, size: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Linearly interpolate NaN boxes from valid neighbours (constant beyond the ends).
+
+    Args:
+        center: (F, 2); size: (F,). At least one frame must be valid.
+    Returns:
+        Copies with every frame finite.
+    """
+    valid = np.isfinite(size) & np.isfinite(center).all(axis=1)
+    if not valid.any():
+        raise NeufaceError("no valid crop box in any frame")
+    frames = np.arange(size.shape[0])
+    known = frames[valid]
+    filled_center = np.stack([np.interp(frames, known, center[valid, k]) for k in range(2)], axis=1)
+    return filled_center, np.interp(frames, known, size[valid])
+
+
+def crop_boxes(landmarks: np.ndarray, detected: np.ndarray, scale: float, smooth_window: int
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """Per-frame crop boxes of one view: estimate from landmarks, smooth over time, fill gaps.
+
+    Args:
+        landmarks: (F, 68, 2) pixels (NaN where not detected); detected: (F,) bool.
+    Returns:
+        center (F, 2), size (F,) as float64.
+    """
+    lmk = torch.as_tensor(landmarks, dtype=torch.float64)
+    center, size = estimate_crop_box(lmk, valid=torch.as_tensor(detected)[:, None].expand(-1, lmk.shape[1]),
+                                     scale=scale)
+    if smooth_window > 1:
+        center, size = smooth_boxes(center, size, window=smooth_window)
+    return fill_missing_boxes(center.numpy(), size.numpy())
+
+
+def crop_view(frames: h5py.Dataset, center: np.ndarray, size: np.ndarray, crop_size: int, out: h5py.Group,
+              batch_size: int = 32) -> np.ndarray:
+    """Warp all frames of one view into ``out['crops']``; returns the (F, 3, 3) transforms."""
+    n = frames.shape[0]
+    transforms = crop_transform(torch.as_tensor(center), torch.as_tensor(size), out_size=crop_size)
+    ds = out.create_dataset("crops", shape=(n, crop_size, crop_size, 3), dtype=np.uint8,
+                            chunks=(1, crop_size, crop_size, 3), compression="lzf")
+    for start in range(0, n, batch_size):
+        stop = min(n, start + batch_size)
+        images = torch.from_numpy(frames[start:stop]).permute(0, 3, 1, 2).float() / 255.0
+        crops = warp_images(images, transforms[start:stop].float(), out_size=crop_size)
+        ds[start:stop] = (crops.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    return transforms.numpy()
+
+
+def crop_sequence(frames_path: str | os.PathLike, landmarks_path: str | os.PathLike, out: str | os.PathLike,
+                  crop_size: int = 224, scale: float = 1.25, smooth_window: int = 5) -> StageStatus:
+    """Run the crops stage for one sequence; always writes ``out`` (atomically) and returns its status."""
+    if crop_size < 16:
+        raise NeufaceError(f"crop size must be at least 16, got {crop_size}")
+    if smooth_window < 1 or smooth_window % 2 == 0:
+        raise NeufaceError(f"smooth window must be a positive odd number, got {smooth_window}")
+    upstream = read_status(landmarks_path)
+    with atomic_path(out, suffix=".h5") as tmp, h5py.File(tmp, "w") as f:
+        f.attrs.update({"format": FORMAT, "format_version": FORMAT_VERSION, "crop_size": crop_size,
+                        "scale": scale, "smooth_window": smooth_window, "frames_file": str(frames_path),
+                        "landmarks_file": str(landmarks_path)})
+        if not upstream.ok:
+            status = upstream.propagate(STAGE)
+            _finish(f, status, [], 0)
+            log.warning("%s", status.summary())
+            return status
+        info = landmarks_info(landmarks_path)
+        views, warnings = [], []
+        with h5py.File(frames_path, "r") as src:
+            for view in info["views"]:
+                lmk = read_landmarks(landmarks_path, view)
+                if not lmk["detected"].any():
+                    warnings.append(f"view {view}: no detections, no crops")
+                    continue
+                center, size = crop_boxes(lmk["landmarks"], lmk["detected"], scale, smooth_window)
+                group = f.require_group("views").create_group(view)
+                transforms = crop_view(src[f"views/{view}/frames"], center, size, crop_size, group)
+                for key, value in (("transforms", transforms), ("center", center), ("size", size),
+                                   ("detected", lmk["detected"])):
+                    group.create_dataset(key, data=value)
+                views.append(view)
+        details: dict[str, Any] = {"n_frames": info["n_frames"], "views": views, "crop_size": crop_size}
+        if views:
+            status = StageStatus(upstream.sequence, STAGE, details=details, warnings=tuple(warnings))
+        else:
+            status = StageStatus.failed(upstream.sequence, STAGE, "no view has a detected face", **details)
+        _finish(f, status, views, info["n_frames"])
+    log.info("%s", status.summary())
+    return status
+
+
+def _finish(f: h5py.File, status: StageStatus, views: list[str], n_frames: int) -> None:
+    write_status_attrs(f.attrs, status)
+    f.attrs["views"] = str_list_attr(views)
+    f.attrs["n_frames"] = int(n_frames)
+
+
+def read_crops(path: str | os.PathLike, view: str, start: int = 0, stop: int | None = None) -> dict[str, np.ndarray]:
+    """Crops ``[start, stop)`` of ``view`` with their transforms, centres, sizes and detection flags."""
+    with h5py.File(path, "r") as f:
+        if f.attrs.get("format") != FORMAT:
+            raise NeufaceError(f"{path} is not a neuface crops file")
+        if f"views/{view}" not in f:
+            status = read_status_attrs(f.attrs)
+            raise NeufaceError(f"{path} has no view {view!r} (views: {read_str_list_attr(f.attrs['views'])}; "
+                               f"{status.summary()})")
+        g = f[f"views/{view}"]
+        return {k: g[k][start:stop] for k in ("crops", "transforms", "center", "size", "detected")}
