@@ -14,6 +14,9 @@ validate(config, "config/schema.yaml")
 include: "rules/common.smk"
 include: "rules/assets.smk"
 include: "rules/preview.smk"
+include: "rules/demo.smk"
+include: "rules/frames.smk"
+include: "rules/landmarks.smk"
 
 
 rule all:

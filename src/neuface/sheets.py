@@ -1,8 +1,8 @@
 """Sample sheets: the tab-separated list of input videos the workflow runs on.
 
-Columns ``sequence, view, split, path`` (required) and ``dataset, subject, emotion`` (optional; more columns
-are kept). One row per view; a sequence with several rows is multi-view (e.g. MEAD's 7 cameras), and all its
-rows share one split. Sequence ids become file names (``results/frames/<sequence>.h5``), so they may only use
+Columns ``sequence, view, split, path`` (required) and ``dataset, subject, emotion, ground_truth``
+(optional; more columns are kept). One row per view; a sequence with several rows is multi-view (e.g. MEAD's
+7 cameras), and all its rows share one split. Sequence ids become file names (``results/frames/<sequence>.h5``), so they may only use
 letters, digits, ``.``, ``_`` and ``-``. Lines starting with ``#`` and blank lines are ignored. Relative paths
 are relative to the directory the workflow runs in.
 
@@ -29,7 +29,7 @@ from neuface.errors import NeufaceError
 from neuface.io_utils import atomic_path
 
 REQUIRED_COLUMNS = ("sequence", "view", "split", "path")
-OPTIONAL_COLUMNS = ("dataset", "subject", "emotion")
+OPTIONAL_COLUMNS = ("dataset", "subject", "emotion", "ground_truth")
 SPLITS = ("train", "val", "test")
 _MAX_REPORTED = 25
 

@@ -1,0 +1,44 @@
+# 68-point landmark detection of one tracked face per frame and view (FAN on GPU, or dlib offline),
+# then DECA-style 224x224 crops with their transforms.
+
+
+rule landmarks:
+    input:
+        f"{RESULTS}/frames/{{sequence}}.h5",
+    output:
+        f"{RESULTS}/landmarks/{{sequence}}.h5",
+    params:
+        options=cli_options(
+            "landmarks",
+            {"backend": "--backend", "device": "--device", "batch_size": "--batch-size",
+             "min_score": "--min-score", "det_size": "--det-size"},
+        ),
+    resources:
+        gpu=gpu_if(config["landmarks"]["device"]),
+    conda:
+        CONDA_ENV
+    log:
+        f"{LOGS}/landmarks/{{sequence}}.log",
+    benchmark:
+        f"{BENCH}/landmarks/{{sequence}}.tsv"
+    shell:
+        "neuface --log-file {log} landmarks --frames {input} --out {output} {params.options}"
+
+
+rule crops:
+    input:
+        frames=f"{RESULTS}/frames/{{sequence}}.h5",
+        landmarks=f"{RESULTS}/landmarks/{{sequence}}.h5",
+    output:
+        f"{RESULTS}/crops/{{sequence}}.h5",
+    params:
+        options=cli_options("crops", {"size": "--size", "scale": "--scale", "smooth_window": "--smooth-window"}),
+    conda:
+        CONDA_ENV
+    log:
+        f"{LOGS}/crops/{{sequence}}.log",
+    benchmark:
+        f"{BENCH}/crops/{{sequence}}.tsv"
+    shell:
+        "neuface --log-file {log} crops --frames {input.frames} --landmarks {input.landmarks}"
+        " --out {output} {params.options}"
