@@ -2,9 +2,9 @@
 
 Columns ``sequence, view, split, path`` (required) and ``dataset, subject, emotion, ground_truth``
 (optional; more columns are kept). One row per view; a sequence with several rows is multi-view (e.g. MEAD's
-7 cameras), and all its rows share one split. Sequence ids become file names (``results/frames/<sequence>.h5``), so they may only use
-letters, digits, ``.``, ``_`` and ``-``. Lines starting with ``#`` and blank lines are ignored. Relative paths
-are relative to the directory the workflow runs in.
+7 cameras), and all its rows share one split. Sequence ids become file names
+(``results/frames/<sequence>.h5``), so they may only use letters, digits, ``.``, ``_`` and ``-``. Lines
+starting with ``#`` and blank lines are ignored. Relative paths are relative to the directory the workflow runs in.
 
 Per-row rules are a JSON schema (``neuface/data/sample_sheet.schema.json``, usable with
 ``snakemake.utils.validate`` too); cross-row rules (unique ``(sequence, view)``, one split per sequence) are
