@@ -1,0 +1,86 @@
+"""The encoder interface the annotators use: crops in, FLAME + camera parameters out.
+
+An encoder Φ_w maps (B, 3, 224, 224) RGB crops in [0, 1] (no mean/std normalisation, as DECA) to FLAME
+parameters and a weak-perspective camera in crop NDC. NeuFace optimizes its weights w; ``regress`` runs it once.
+DECA's 236-d output layout is decoded by :func:`decode_deca_params`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+import torch
+from torch import nn
+
+from neuface.checks import check_shape
+
+#: DECA's E_flame output layout (slices of the 236-d vector).
+DECA_LAYOUT = {
+    "shape": (0, 100),
+    "tex": (100, 150),
+    "expression": (150, 200),
+    "pose": (200, 206),  # global rotation 3 + jaw 3, axis-angle
+    "cam": (206, 209),  # (s, tx, ty)
+    "light": (209, 236),
+}
+DECA_PARAM_DIM = 236
+
+
+@dataclass
+class EncoderOutput:
+    """Per-image parameters predicted by an encoder (all (B, ·) tensors).
+
+    Attributes:
+        shape: (B, 100) β.  expression: (B, 50) ψ.  global_pose: (B, 3) r.  jaw_pose: (B, 3).
+        cam: (B, 3) weak perspective ``(s, tx, ty)`` in crop NDC.
+    """
+
+    shape: torch.Tensor
+    expression: torch.Tensor
+    global_pose: torch.Tensor
+    jaw_pose: torch.Tensor
+    cam: torch.Tensor
+
+    def pose12(self) -> torch.Tensor:
+        """(B, 12) θ = [neck 0, jaw, eyes 0] as FlameLayer expects."""
+        zeros = torch.zeros_like(self.jaw_pose)
+        return torch.cat([zeros, self.jaw_pose, zeros, zeros], dim=-1)
+
+    def detach(self) -> EncoderOutput:
+        return EncoderOutput(**{f.name: getattr(self, f.name).detach() for f in fields(self)})
+
+    def index(self, idx) -> EncoderOutput:
+        return EncoderOutput(**{f.name: getattr(self, f.name)[idx] for f in fields(self)})
+
+    @staticmethod
+    def cat(outputs: list[EncoderOutput]) -> EncoderOutput:
+        return EncoderOutput(**{f.name: torch.cat([getattr(o, f.name) for o in outputs]) for f in fields(EncoderOutput)})
+
+
+def decode_deca_params(params: torch.Tensor) -> EncoderOutput:
+    """Split DECA's (B, 236) output vector into :class:`EncoderOutput` (texture and light are dropped)."""
+    check_shape(params, "params", ("B", DECA_PARAM_DIM))
+
+    def part(name: str) -> torch.Tensor:
+        lo, hi = DECA_LAYOUT[name]
+        return params[:, lo:hi]
+
+    pose = part("pose")
+    return EncoderOutput(shape=part("shape"), expression=part("expression"), global_pose=pose[:, :3],
+                         jaw_pose=pose[:, 3:], cam=part("cam"))
+
+
+class FlameEncoder(nn.Module):
+    """Base class: subclasses implement :meth:`forward` and set :attr:`encoder_id`.
+
+    ``encoder_id`` names the architecture and the weights (e.g. ``"deca:<sha256 prefix>"``) and is written into
+    every fit, so datasets record what produced them.
+    """
+
+    input_size: int = 224
+    n_shape: int = 100
+    n_exp: int = 50
+    encoder_id: str = "unknown"
+
+    def forward(self, images: torch.Tensor) -> EncoderOutput:  # pragma: no cover - interface
+        raise NotImplementedError
