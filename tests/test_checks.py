@@ -1,5 +1,7 @@
 """Argument checks and atomic writes."""
 
+import os
+
 import pytest
 import torch
 
@@ -37,11 +39,13 @@ def test_check_floating():
 
 
 def test_atomic_path_renames_only_on_success(tmp_path):
+    os.umask(0o022)
     target = tmp_path / "sub" / "out.bin"
     with atomic_path(target) as tmp:
         tmp.write_bytes(b"done")
         assert not target.exists()
     assert target.read_bytes() == b"done"
+    assert target.stat().st_mode & 0o044 == 0o044  # readable by group/others like any new file (umask 022)
     with pytest.raises(RuntimeError), atomic_path(target) as tmp:
         tmp.write_bytes(b"half")
         raise RuntimeError("killed")

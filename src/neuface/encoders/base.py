@@ -54,7 +54,8 @@ class EncoderOutput:
 
     @staticmethod
     def cat(outputs: list[EncoderOutput]) -> EncoderOutput:
-        return EncoderOutput(**{f.name: torch.cat([getattr(o, f.name) for o in outputs]) for f in fields(EncoderOutput)})
+        names = [f.name for f in fields(EncoderOutput)]
+        return EncoderOutput(**{n: torch.cat([getattr(o, n) for o in outputs]) for n in names})
 
 
 def decode_deca_params(params: torch.Tensor) -> EncoderOutput:
