@@ -28,7 +28,10 @@ def snakemake(*args: str, cwd: Path = REPO, check: bool = True) -> subprocess.Co
 @pytest.fixture
 def override(tmp_path) -> Path:
     """A config overlay that sends every output (kit included) into tmp_path."""
+    sheet = tmp_path / "videos.tsv"
+    sheet.write_text((REPO / "config/demo/videos.tsv").read_text().replace("resources/demo/", f"{tmp_path}/demo/"))
     cfg = {
+        "samples": str(sheet),
         "results": str(tmp_path / "results"),
         "kit": {"dir": str(tmp_path / "kit"), "seed": 0},
         "assets": {
@@ -36,6 +39,8 @@ def override(tmp_path) -> Path:
             "landmark_embedding": str(tmp_path / "kit/flame/landmark_embedding.npy"),
         },
         "preview": {"image_size": 96},
+        "demo": {"dir": str(tmp_path / "demo"), "frames": 6, "size": 128},
+        "frames": {"max_frames": 6},
     }
     path = tmp_path / "override.yaml"
     path.write_text(yaml.safe_dump(cfg))
@@ -57,16 +62,26 @@ def test_config_schema_rejects_unknown_keys(tmp_path):
 
 def test_dry_run_plans_every_stage(override):
     proc = snakemake("-n", "--configfile", str(override), "--cores", "1")
-    for rule in ("kit_build", "preview_head"):
-        assert rule in proc.stdout
+    for rule in ("kit_build", "preview_head", "demo_carphone", "demo_synth_mead", "demo_synth_mono",
+                 "frames", "landmarks", "crops"):
+        assert f"rule {rule}:" in proc.stdout
 
 
-def test_real_run_builds_kit_and_preview(override, tmp_path):
+def test_real_run_of_every_stage(override, tmp_path):
+    """The whole DAG on the demo sheet with tiny settings: every output exists with an 'ok' status."""
+    from neuface.sheets import read_sheet
+    from neuface.status import read_status
+
     snakemake("--configfile", str(override), "--cores", "2", "--profile", str(REPO / "profiles/local"))
     png = tmp_path / "results/preview/head_model.png"
     assert png.stat().st_size > 1000
     assert (tmp_path / "results/logs/assets/kit_build.log").exists()
     assert (tmp_path / "results/benchmarks/preview/head_model.tsv").exists()
+    for sequence in sorted(read_sheet(REPO / "config/demo/videos.tsv")["sequence"].unique()):
+        for stage in ("frames", "landmarks", "crops"):
+            status = read_status(tmp_path / f"results/{stage}/{sequence}.h5")
+            assert status.ok, status.summary()
+            assert (tmp_path / f"results/logs/{stage}/{sequence}.log").stat().st_size > 0
     # Changing only the preview parameter reruns the preview, not the kit.
     cfg = yaml.safe_load(override.read_text())
     cfg["preview"]["image_size"] = 80
