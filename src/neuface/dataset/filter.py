@@ -1,0 +1,256 @@
+"""Accept or reject each sequence's fit, with every reason, into a manifest TSV (paper appendix A).
+
+The paper discards a sequence when ``||β||₂ > 1.0`` (identity far from the prior) or when the landmark detector
+failed to capture the face. We apply those two rules and a few more that a pipeline needs:
+
+* ``shape norm X > max`` — ``||β||₂`` above ``max_shape_norm`` (paper: 1.0);
+* ``missing detections X > max`` — fraction of (frame, view) pairs with no detected face above
+  ``max_missing_frac``;
+* ``NME X% > max`` — mean normalised error of the fit's projected 68 landmarks against the detections, on
+  detected frames, normalised by the outer-eye-corner distance (points 36 and 45), in percent
+  (:func:`neuface.metrics.nme`);
+* ``non-finite values in ...`` — NaN/inf anywhere they are not allowed (``landmarks`` may be NaN where
+  ``detected`` is False);
+* ``too few frames``, ``malformed fit: ...``, ``unreadable fit file: ...``, ``annotator mismatch``;
+* ``upstream fit: <reason>`` — the fit stage itself recorded a failure;
+* ``no fit output`` — a sheet sequence without a fit file.
+
+Every sheet sequence gets exactly one manifest line (and so does a fit file whose sequence is not in the
+sheet: ``not in sample sheet``); nothing is dropped silently. The thresholds are written in the manifest's
+header comment (``# thresholds: {json}``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from neuface import __version__
+from neuface.dataset.schema import (
+    ACCEPTED,
+    FIT_ARRAYS,
+    FIT_FORMAT,
+    MANIFEST_COLUMNS,
+    NAN_WHERE_UNDETECTED,
+    REJECTED,
+    attr_str,
+    attr_str_list,
+    check_group,
+)
+from neuface.errors import NeufaceError, ShapeError
+from neuface.io_utils import atomic_path
+from neuface.status import read_status_attrs
+
+log = logging.getLogger(__name__)
+
+MANIFEST_MAGIC = "# neuface.filter manifest v1"
+
+
+@dataclass(frozen=True)
+class FilterThresholds:
+    """Rejection thresholds (a sequence is rejected when a value is strictly above its maximum)."""
+
+    max_shape_norm: float = 1.0
+    max_missing_frac: float = 0.2
+    max_nme: float = 10.0
+    min_frames: int = 1
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+
+@dataclass
+class FilterRecord:
+    """One manifest line."""
+
+    sequence: str
+    split: str = ""
+    annotator: str = ""
+    status: str = REJECTED
+    reasons: list[str] = field(default_factory=list)
+    n_frames: int = 0
+    n_views: int = 0
+    shape_norm: float = math.nan
+    detected_frac: float = math.nan
+    nme: float = math.nan
+    path: str = ""
+
+    def row(self) -> list[str]:
+        def num(x: float) -> str:
+            return "nan" if not math.isfinite(x) else f"{x:.6g}"
+
+        reasons = ";".join(" ".join(r.replace(";", ",").split()) for r in self.reasons)
+        return [self.sequence, self.split, self.annotator, self.status, reasons, str(self.n_frames),
+                str(self.n_views), num(self.shape_norm), num(self.detected_frac), num(self.nme), self.path]
+
+
+def evaluate_fit(path: str | os.PathLike, thresholds: FilterThresholds, annotator: str | None = None,
+                 sequence: str | None = None) -> FilterRecord:
+    """Read one fit file and decide; never raises for a bad file (the problem becomes a reason)."""
+    path = Path(path)
+    rec = FilterRecord(sequence=sequence or path.stem, annotator=annotator or "", path=str(path))
+    try:
+        with h5py.File(path, "r") as f:
+            _evaluate_open(f, rec, thresholds, annotator)
+    except (OSError, KeyError, ValueError, TypeError, NeufaceError) as exc:
+        rec.reasons.append(f"unreadable fit file: {type(exc).__name__}: {exc}")
+    rec.status = REJECTED if rec.reasons else ACCEPTED
+    return rec
+
+
+def _evaluate_open(f: h5py.File, rec: FilterRecord, th: FilterThresholds, annotator: str | None) -> None:
+    status = read_status_attrs(f.attrs)
+    rec.sequence = status.sequence or rec.sequence
+    fmt = attr_str(f.attrs.get("format", ""))
+    if fmt != FIT_FORMAT:
+        rec.reasons.append(f"malformed fit: format is {fmt!r}, expected {FIT_FORMAT!r}")
+        return
+    file_annotator = attr_str(f.attrs.get("annotator", ""))
+    if annotator and file_annotator and file_annotator != annotator:
+        rec.reasons.append(f"annotator mismatch: file says {file_annotator!r}")
+    rec.annotator = annotator or file_annotator
+    views = attr_str_list(f.attrs["views"]) if "views" in f.attrs else []
+    rec.n_views = len(views)
+    rec.n_frames = int(f.attrs.get("n_frames", 0))
+    if not status.ok:
+        rec.reasons.append(f"upstream fit: {status.reason}")
+        return
+    problems, sizes = check_group(f, FIT_ARRAYS)
+    if not problems and views and sizes["V"] != len(views):
+        problems.append(f"{sizes['V']} views in the arrays but {len(views)} in attribute 'views'")
+    if problems:
+        rec.reasons.append("malformed fit: " + ", ".join(problems))
+        return
+    rec.n_frames, rec.n_views = sizes["F"], sizes["V"]
+    if rec.n_frames < th.min_frames:
+        rec.reasons.append(f"too few frames: {rec.n_frames} < {th.min_frames}")
+    arrays = {name: f[name][()] for name in FIT_ARRAYS}
+    _judge_arrays(arrays, rec, th)
+
+
+def _judge_arrays(a: dict[str, np.ndarray], rec: FilterRecord, th: FilterThresholds) -> None:
+    detected = a["detected"].astype(bool)
+    bad = []
+    for name, arr in a.items():
+        if arr.dtype.kind != "f":
+            continue
+        finite = np.isfinite(arr)
+        if name in NAN_WHERE_UNDETECTED:
+            finite = finite | ~detected.reshape(detected.shape + (1,) * (arr.ndim - 2))
+        if not finite.all():
+            bad.append(name)
+    if bad:
+        rec.reasons.append("non-finite values in " + ", ".join(bad))
+    rec.shape_norm = float(np.linalg.norm(a["shape"].astype(np.float64)))
+    if math.isfinite(rec.shape_norm) and rec.shape_norm > th.max_shape_norm:
+        rec.reasons.append(f"shape norm {rec.shape_norm:.3g} > {th.max_shape_norm:g}")
+    rec.detected_frac = float(detected.mean()) if detected.size else 0.0
+    missing = 1.0 - rec.detected_frac
+    if missing > th.max_missing_frac:
+        rec.reasons.append(f"missing detections {missing:.3g} > {th.max_missing_frac:g}")
+    import torch  # lazy: `neuface pack` / `neuface filter` start faster without torch when not needed
+
+    from neuface.metrics.core import nme
+
+    pred = torch.from_numpy(a["landmarks_pred"].astype(np.float64)).reshape(-1, 68, 2)
+    target = torch.from_numpy(a["landmarks"].astype(np.float64)).reshape(-1, 68, 2)
+    rec.nme = float(nme(pred, target, torch.from_numpy(detected.reshape(-1))))
+    if math.isfinite(rec.nme) and rec.nme > th.max_nme:
+        rec.reasons.append(f"NME {rec.nme:.3g}% > {th.max_nme:g}%")
+    elif not math.isfinite(rec.nme) and detected.any():
+        rec.reasons.append("NME undefined on every detected frame")
+
+
+def filter_fits(fit_paths: Iterable[str | os.PathLike], sheet_sequences: dict[str, str], annotator: str,
+                thresholds: FilterThresholds | None = None) -> list[FilterRecord]:
+    """Judge every fit; one record per sheet sequence (plus fits not in the sheet), sorted by sequence.
+
+    Args:
+        fit_paths: fit files (one per sequence).
+        sheet_sequences: ``{sequence: split}`` from the sample sheet.
+        annotator: expected annotator name.
+    """
+    th = thresholds or FilterThresholds()
+    records: dict[str, FilterRecord] = {}
+    for path in fit_paths:
+        rec = evaluate_fit(path, th, annotator=annotator)
+        if rec.sequence in records:
+            log.warning("sequence %s has two fit files: %s and %s", rec.sequence, records[rec.sequence].path,
+                        rec.path)
+            records[rec.sequence].reasons.append(f"duplicate fit (also {rec.path})")
+            records[rec.sequence].status = REJECTED
+            continue
+        if rec.sequence in sheet_sequences:
+            rec.split = sheet_sequences[rec.sequence]
+        else:
+            rec.reasons.append("not in sample sheet")
+            rec.status = REJECTED
+        records[rec.sequence] = rec
+    for seq, split in sheet_sequences.items():
+        if seq not in records:
+            records[seq] = FilterRecord(seq, split, annotator, REJECTED, ["no fit output"])
+    out = [records[k] for k in sorted(records)]
+    n_ok = sum(r.status == ACCEPTED for r in out)
+    log.info("filter %s: %d accepted, %d rejected of %d sequences", annotator, n_ok, len(out) - n_ok, len(out))
+    return out
+
+
+def write_manifest(records: list[FilterRecord], path: str | os.PathLike, thresholds: FilterThresholds,
+                   annotator: str = "") -> Path:
+    """Write the manifest TSV atomically: a header comment (format, thresholds, version), then one line each."""
+    path = Path(path)
+    with atomic_path(path, suffix=".tsv") as tmp, open(tmp, "w", encoding="utf-8", newline="") as fh:
+        fh.write(f"{MANIFEST_MAGIC}\n")
+        fh.write(f"# annotator: {annotator}\n")
+        fh.write(f"# thresholds: {thresholds.to_json()}\n")
+        fh.write(f"# neuface_version: {__version__}\n")
+        fh.write("\t".join(MANIFEST_COLUMNS) + "\n")
+        for rec in records:
+            fh.write("\t".join(" ".join(c.split()) for c in rec.row()) + "\n")
+    return path
+
+
+def read_manifest(path: str | os.PathLike) -> tuple[list[dict[str, str]], dict[str, Any]]:
+    """Read a manifest: ``(rows as dicts of str, header metadata {annotator, thresholds, neuface_version})``."""
+    path = Path(path)
+    if not path.is_file():
+        raise NeufaceError(f"manifest {path} does not exist")
+    meta: dict[str, Any] = {}
+    lines = path.read_text(encoding="utf-8").splitlines()
+    if not lines or lines[0] != MANIFEST_MAGIC:
+        raise NeufaceError(f"{path} is not a filter manifest (first line should be {MANIFEST_MAGIC!r})")
+    body = []
+    for line in lines:
+        if line.startswith("# ") and ": " in line and not body:
+            key, value = line[2:].split(": ", 1)
+            meta[key] = json.loads(value) if key == "thresholds" else value
+        elif line.strip() and not line.startswith("#"):
+            body.append(line)
+    if not body or tuple(body[0].split("\t")) != MANIFEST_COLUMNS:
+        raise NeufaceError(f"manifest {path}: the column header should be {' '.join(MANIFEST_COLUMNS)!r} (tabs)")
+    rows = []
+    for n, line in enumerate(body[1:], start=2):
+        cells = line.split("\t")
+        if len(cells) != len(MANIFEST_COLUMNS):
+            raise ShapeError(f"manifest {path}: row {n} has {len(cells)} fields, expected {len(MANIFEST_COLUMNS)}")
+        rows.append(dict(zip(MANIFEST_COLUMNS, cells, strict=True)))
+    return rows, meta
+
+
+__all__ = [
+    "FilterRecord",
+    "FilterThresholds",
+    "evaluate_fit",
+    "filter_fits",
+    "read_manifest",
+    "write_manifest",
+]

@@ -1,0 +1,199 @@
+"""``NeuFaceH5``: a torch ``Dataset`` of fixed-length clips from a packed ``neuface.dataset`` file.
+
+One item is a window of ``clip_len`` consecutive frames of one view of one sequence. The clip index is built
+from group attributes only (``n_frames``, ``views``), so opening a large file is cheap. The HDF5 handle is
+opened lazily in the process that reads (and re-opened after a fork), and dropped when the dataset is pickled,
+so ``DataLoader(num_workers > 0)`` works with both ``fork`` and ``spawn``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from neuface.dataset.schema import DATASET_FORMAT, attr_str, attr_str_list
+from neuface.errors import NeufaceError
+
+log = logging.getLogger(__name__)
+
+#: HDF5 chunk cache per open dataset (bytes) and how many sequences keep their dataset handles open.
+CHUNK_CACHE_BYTES = 1 << 20
+OPEN_SEQUENCES = 4
+
+#: Per-frame arrays returned for each clip (sliced to the clip's view).
+CLIP_ARRAYS = ("expression", "global_pose", "pose", "cam", "crop_transforms", "landmarks", "landmarks_pred",
+               "detected", "frame_indices")
+
+
+class NeuFaceH5(Dataset):
+    """Fixed-length clips ``(sequence, view, window)`` of a packed dataset.
+
+    Args:
+        path: a ``neuface.dataset`` HDF5 file (``neuface pack``).
+        clip_len: frames per clip N; ``None`` gives whole sequences (variable length: use batch size 1).
+        stride: frames between the starts of consecutive clips (default ``clip_len``: no overlap).
+        views: only these view names (default: every view of every sequence).
+        with_vertices: also return ``vertices`` (N, V, 3) and, with a landmark embedding, ``landmarks3d``
+            (N, 68, 3), computed with ``flame``.
+        flame: a :class:`~neuface.flame.FlameLayer` (with ``n_shape`` / ``n_exp`` equal to the file's), or a
+            FLAME model path (then ``embedding`` may give the landmark embedding path).
+        embedding: landmark embedding path, used when ``flame`` is a path.
+        dtype: floating dtype of the returned tensors (``crop_transforms`` included).
+
+    Item (dict): ``shape`` (S,), ``expression`` (N, E), ``global_pose`` (N, 3), ``pose`` (N, 12), ``cam``
+    (N, 3), ``crop_transforms`` (N, 3, 3), ``landmarks`` / ``landmarks_pred`` (N, 68, 2), ``detected`` (N,)
+    bool, ``frame_indices`` (N,) int64, ``sequence`` (str), ``view`` (str), ``start`` (int); plus
+    ``vertices`` / ``landmarks3d`` when requested.
+    """
+
+    def __init__(self, path: str | os.PathLike, clip_len: int | None = 16, stride: int | None = None,
+                 views: list[str] | None = None, with_vertices: bool = False, flame: Any = None,
+                 embedding: str | os.PathLike | None = None, dtype: torch.dtype = torch.float32) -> None:
+        self.path = Path(path)
+        if clip_len is not None and clip_len < 1:
+            raise NeufaceError(f"clip_len must be >= 1, got {clip_len}")
+        self.clip_len = clip_len
+        self.stride = stride or clip_len or 1
+        if self.stride < 1:
+            raise NeufaceError(f"stride must be >= 1, got {self.stride}")
+        self.dtype = dtype
+        self.with_vertices = with_vertices
+        self._file: h5py.File | None = None
+        self._pid: int | None = None
+        self._groups: OrderedDict[str, dict[str, h5py.Dataset]] = OrderedDict()
+        self._index, self.n_shape, self.n_exp, self.attrs = self._build_index(views)
+        self.flame = self._make_flame(flame, embedding) if with_vertices else None
+
+    # ------------------------------------------------------------------------------------------- index
+    def _build_index(self, views: list[str] | None) -> tuple[list[tuple[str, int, str, int]], int, int, dict]:
+        try:
+            f = h5py.File(self.path, "r")
+        except OSError as exc:
+            raise NeufaceError(f"cannot open dataset {self.path}: {exc}") from None
+        with f:
+            fmt = attr_str(f.attrs.get("format", ""))
+            if fmt != DATASET_FORMAT:
+                raise NeufaceError(f"{self.path} is not a {DATASET_FORMAT} file (format={fmt!r})")
+            attrs = {k: (attr_str_list(v) if isinstance(v, np.ndarray) and v.ndim else v) for k, v in f.attrs.items()}
+            n_shape, n_exp = int(f.attrs["n_shape"]), int(f.attrs["n_exp"])
+            index: list[tuple[str, int, str, int]] = []
+            wanted = None if views is None else set(views)
+            skipped = 0
+            for name, g in f["sequences"].items():
+                n_frames = int(g.attrs["n_frames"])
+                length = n_frames if self.clip_len is None else self.clip_len
+                for vi, view in enumerate(attr_str_list(g.attrs["views"])):
+                    if wanted is not None and view not in wanted:
+                        continue
+                    if n_frames < length or n_frames == 0:
+                        skipped += 1
+                        continue
+                    index += [(name, vi, view, s) for s in range(0, n_frames - length + 1, self.stride)]
+        if skipped:
+            log.info("%s: %d (sequence, view) pairs shorter than clip_len=%s skipped", self.path, skipped,
+                     self.clip_len)
+        return index, n_shape, n_exp, attrs
+
+    def _make_flame(self, flame: Any, embedding: str | os.PathLike | None):
+        from neuface.flame import FlameLayer
+
+        if flame is None:
+            raise NeufaceError("with_vertices=True needs flame= (a FlameLayer or a FLAME model path)")
+        if not isinstance(flame, FlameLayer):
+            flame = FlameLayer.from_files(flame, embedding, n_shape=self.n_shape, n_exp=self.n_exp,
+                                          dtype=self.dtype)
+        if (flame.n_shape, flame.n_exp) != (self.n_shape, self.n_exp):
+            raise NeufaceError(f"FlameLayer has n_shape={flame.n_shape}, n_exp={flame.n_exp}; the dataset has "
+                               f"{self.n_shape}, {self.n_exp}")
+        return flame.eval()
+
+    # ------------------------------------------------------------------------------------------- file handle
+    def _h5(self) -> h5py.File:
+        if self._file is None or self._pid != os.getpid():
+            # after a fork the parent's handle is not reused; a larger chunk cache lets consecutive clips of a
+            # sequence share decompressed chunks
+            self._file = h5py.File(self.path, "r", rdcc_nbytes=CHUNK_CACHE_BYTES)
+            self._pid = os.getpid()
+            self._groups = OrderedDict()
+        return self._file
+
+    def _datasets(self, name: str) -> dict[str, h5py.Dataset]:
+        """Open dataset handles of sequence ``name`` (kept for the last few sequences: their chunk caches)."""
+        f = self._h5()
+        handles = self._groups.get(name)
+        if handles is None:
+            g = f["sequences"][name]
+            handles = {key: g[key] for key in ("shape", *CLIP_ARRAYS)}
+            self._groups[name] = handles
+            if len(self._groups) > OPEN_SEQUENCES:
+                self._groups.popitem(last=False)
+        else:
+            self._groups.move_to_end(name)
+        return handles
+
+    def close(self) -> None:
+        if self._file is not None and self._pid == os.getpid():
+            self._groups = OrderedDict()
+            self._file.close()
+        self._file, self._pid, self._groups = None, None, OrderedDict()
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_file"], state["_pid"], state["_groups"] = None, None, OrderedDict()
+        return state
+
+    def __enter__(self) -> NeuFaceH5:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------------------------------- items
+    def __len__(self) -> int:
+        return len(self._index)
+
+    def clips(self) -> list[tuple[str, str, int]]:
+        """``(sequence, view, start)`` of every item, in item order."""
+        return [(s, v, st) for s, _, v, st in self._index]
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        if not -len(self) <= i < len(self):
+            raise IndexError(f"clip {i} out of range for {len(self)} clips")
+        name, vi, view, start = self._index[i]
+        g = self._datasets(name)
+        stop = start + (self.clip_len or int(g["frame_indices"].shape[0]))
+        item: dict[str, Any] = {"shape": torch.from_numpy(g["shape"][()]).to(self.dtype)}
+        for key in CLIP_ARRAYS:
+            arr = torch.from_numpy(np.ascontiguousarray(g[key][start:stop, vi] if key != "frame_indices"
+                                                        else g[key][start:stop]))
+            item[key] = arr.to(self.dtype) if arr.is_floating_point() else arr
+        item.update(sequence=name, view=view, start=start)
+        if self.flame is not None:
+            item.update(self._flame_outputs(item))
+        return item
+
+    @torch.no_grad()
+    def _flame_outputs(self, item: dict[str, Any]) -> dict[str, torch.Tensor]:
+        n = item["expression"].shape[0]
+        layer_dtype = self.flame.v_template.dtype
+        out = self.flame(
+            shape=item["shape"].to(layer_dtype).expand(n, -1),
+            expression=item["expression"].to(layer_dtype),
+            global_pose=item["global_pose"].to(layer_dtype),
+            pose=item["pose"].to(layer_dtype),
+        )
+        res = {"vertices": out.vertices.to(self.dtype)}
+        if out.landmarks3d is not None:
+            res["landmarks3d"] = out.landmarks3d.to(self.dtype)
+        return res
+
+
+__all__ = ["CLIP_ARRAYS", "NeuFaceH5"]
