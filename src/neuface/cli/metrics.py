@@ -1,0 +1,80 @@
+"""``neuface metrics``: fidelity metrics (MSI_3D^L/V, CVD, NME, MPVE) of one fit file as JSON."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+
+log = logging.getLogger(__name__)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser("metrics", help="MSI_3D, CVD, NME (and MPVE with ground truth) of one fit")
+    parser.add_argument("--fit", required=True, help="fit file (results/fits/<annotator>/<sequence>.h5)")
+    parser.add_argument("--flame", required=True, help="FLAME-format model the fit used")
+    parser.add_argument("--embedding", required=True, help="DECA-format landmark embedding")
+    parser.add_argument("--gt", default=None, help="ground-truth .npz (synthetic sequences): adds MPVE, nme_gt")
+    parser.add_argument("--frames", default=None,
+                        help="frames file: rescales GT landmarks when the frames were resized (with --gt)")
+    parser.add_argument("--out", required=True, help="output JSON (results/metrics/<annotator>/<sequence>.json)")
+    parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    parser.add_argument("--chunk", type=int, default=32, help="frames per FLAME batch (default 32)")
+    parser.set_defaults(func=_run)
+
+
+def _gt_pixel_scale(gt: str, frames: str) -> tuple[float, float]:
+    import numpy as np
+
+    from neuface.video.store import frames_info
+
+    with np.load(gt, allow_pickle=False) as z:
+        size = float(z["image_size"])
+    info = frames_info(frames)
+    h, w = info["view_attrs"][info["views"][0]]["shape"][1:3]
+    return w / size, h / size
+
+
+def _run(args: argparse.Namespace) -> int:
+    import torch
+
+    from neuface.errors import NeufaceError
+    from neuface.flame import FlameLayer
+    from neuface.io_utils import atomic_path
+    from neuface.metrics import sequence_metrics
+    from neuface.metrics.fitfile import read_fit_arrays
+
+    if args.chunk < 1:
+        raise NeufaceError(f"--chunk must be >= 1, got {args.chunk}")
+    fit = read_fit_arrays(args.fit)
+    n_shape = fit["shape"].shape[-1] if "shape" in fit else 100
+    n_exp = fit["expression"].shape[-1] if "expression" in fit else 50
+    flame = FlameLayer.from_files(args.flame, args.embedding, n_shape=n_shape, n_exp=n_exp).to(args.device)
+    scale = None
+    if args.gt and args.frames and fit["status"].ok:
+        scale = _gt_pixel_scale(args.gt, args.frames)
+    with torch.inference_mode():
+        result = sequence_metrics(args.fit, flame, gt_path=args.gt if fit["status"].ok else None,
+                                  chunk=args.chunk, gt_pixel_scale=scale)
+    with atomic_path(args.out, suffix=".json") as tmp:
+        tmp.write_text(json.dumps(_finite(result), indent=2, sort_keys=True, allow_nan=False) + "\n")
+    if result["status"] == "ok":
+        shown = {k: round(v, 4) for k, v in result["metrics"].items() if v is not None}
+        log.info("metrics %s/%s: %s", result["annotator"], result["sequence"], shown)
+    else:
+        log.warning("metrics %s/%s: fit failed (%s); no metrics", result["annotator"], result["sequence"],
+                    result["reason"])
+    return 0
+
+
+def _finite(obj):
+    """Replace non-finite floats by None (strict JSON) recursively."""
+    import math
+
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj

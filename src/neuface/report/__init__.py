@@ -1,0 +1,8 @@
+"""Fidelity reports: paper-style tables (Table 2 / Table 3), figures, overlay videos and Snakemake report
+captions (``captions/*.rst``, see :func:`caption_path`)."""
+
+from neuface.report.build import CAPTIONS_DIR, build_report, caption_path
+from neuface.report.tables import aggregate, format_value, load_metrics, write_table
+
+__all__ = ["CAPTIONS_DIR", "aggregate", "build_report", "caption_path", "format_value", "load_metrics",
+           "write_table"]

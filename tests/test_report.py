@@ -1,0 +1,161 @@
+"""Report: tables from metric JSONs (CSV / Markdown / LaTeX numbers), plots, overlay camera and videos."""
+
+from __future__ import annotations
+
+import json
+
+import av
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from test_metrics import _cli, tiny_flame, tiny_flame_files
+from test_noise import make_frames
+
+from neuface.errors import NeufaceError
+from neuface.geometry.camera import weak_perspective_project
+from neuface.geometry.crop import crop_ndc_to_pixels, crop_transform
+from neuface.metrics import write_fit_file
+from neuface.report import aggregate, build_report, caption_path, format_value, load_metrics
+from neuface.report.overlay import FrameCamera, render_overlay, tile_transform
+from neuface.status import StageStatus
+
+
+def _write_metrics(root, annotator, sequence, metrics, status="ok", per_view_cvd=None):
+    path = root / annotator / f"{sequence}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = {"annotator": annotator, "sequence": sequence, "status": status, "reason": "" if status == "ok" else "x"}
+    if status == "ok":
+        data["metrics"] = metrics
+        data["per_view"] = {"cvd": per_view_cvd} if per_view_cvd else {}
+    path.write_text(json.dumps(data))
+    return path
+
+
+@pytest.fixture
+def metric_files(tmp_path):
+    root = tmp_path / "metrics"
+    m = {"msi3d_l": 0.2, "msi3d_v": 0.3, "cvd": 0.1, "nme": 2.5, "nme_gt": None, "mpve": None}
+    paths = [
+        _write_metrics(root, "neuface", "mead_a", m, per_view_cvd={"front": 1.0, "left_60": 3.0}),
+        _write_metrics(root, "neuface", "mead_b", {**m, "msi3d_l": 0.4, "cvd": 0.3},
+                       per_view_cvd={"front": 2.0, "left_60": 5.0}),
+        _write_metrics(root, "regress", "mead_a", {**m, "msi3d_l": 0.01, "cvd": 0.2, "nme": 4.6},
+                       per_view_cvd={"front": 4.0, "left_60": 9.0}),
+        _write_metrics(root, "regress", "mead_b", {}, status="failed"),
+        _write_metrics(root, "neuface", "vox_a", {**m, "cvd": None, "nme": 2.19, "mpve": 1.5}),
+        _write_metrics(root, "regress", "vox_a", {**m, "cvd": None, "nme": 4.78, "mpve": 3.25}),
+    ]
+    sheet = pd.DataFrame({"sequence": ["mead_a", "mead_b", "vox_a"], "dataset": ["mead", "mead", "voxceleb2"],
+                          "split": ["val", "val", "val"], "view": ["front"] * 3})
+    return paths, sheet
+
+
+def test_tables_have_the_right_numbers(tmp_path, metric_files):
+    paths, sheet = metric_files
+    df = load_metrics(paths, sheet)
+    long = aggregate(df)
+    row = long[(long.annotator == "neuface") & (long.dataset == "mead") & (long.metric == "msi3d_l")].iloc[0]
+    assert row["mean"] == pytest.approx(0.3) and row["n"] == 2
+    reg = long[(long.annotator == "regress") & (long.dataset == "mead") & (long.metric == "cvd")].iloc[0]
+    assert reg["mean"] == pytest.approx(0.2) and reg["n_ok"] == 1 and reg["n_failed"] == 1
+    out = tmp_path / "report"
+    made = build_report(paths, out, sheet=sheet, annotators=["neuface", "regress"], variants=["neuface"],
+                        labels={"neuface": "NeuFace_D"})
+    wide = pd.read_csv(out / "table2.csv")
+    assert list(wide["annotator"]) == ["NeuFace_D", "regress"]
+    assert wide["mead/cvd"].tolist() == pytest.approx([0.2, 0.2])
+    assert wide["mead/msi3d_l"].tolist() == pytest.approx([0.3, 0.01])
+    assert wide["voxceleb2/mpve"].tolist() == pytest.approx([1.5, 3.25])
+    assert "voxceleb2/cvd" not in wide.columns and "mead/mpve" not in wide.columns  # no values: no column
+    md = (out / "table2.md").read_text()
+    assert "**0.300**" in md and "| regress |" in md and "**2.190**" in md and "4.780" in md
+    assert "regress/MEAD: 1 ok, 1 failed" in md
+    tex = (out / "table2.tex").read_text()
+    assert r"\multicolumn{4}{c}{MEAD}" in tex and r"NeuFace\_D" in tex and r"\textbf{0.300}" in tex
+    assert r"\textbf{1.500}" in tex and "3.250" in tex and r"\toprule" in tex
+    t3 = pd.read_csv(out / "table3.csv")
+    assert list(t3["annotator"]) == ["NeuFace_D"]
+    assert "**" not in (out / "table3.md").read_text().split("Sequences")[0]  # one row: nothing to bold
+    for key in ("cvd_per_view", "msi_distribution"):
+        assert made[key].is_file() and made[key].read_bytes()[:4] == b"\x89PNG"
+    assert (out / "captions" / "table2.rst").is_file() and (out / "index.md").is_file()
+    assert caption_path("overlay").is_file()
+    with pytest.raises(NeufaceError, match="no sequence of split"):
+        build_report(paths, out, sheet=sheet, split="test")
+
+
+def test_format_value():
+    assert format_value(0.2064) == "0.206" and format_value(float("nan")) == "–"
+    assert format_value(1e6) == "1e+06" and format_value(0.0004) == "0.0004" and format_value(0.0) == "0.000"
+
+
+def test_frame_camera_matches_crop_ndc_chain():
+    torch.manual_seed(0)
+    b = 4
+    points = torch.randn(b, 30, 3, dtype=torch.float64) * 0.1
+    cam = torch.tensor([[8.0, 0.01, -0.02]], dtype=torch.float64).expand(b, -1)
+    T = crop_transform(torch.rand(b, 2, dtype=torch.float64) * 100 + 50,
+                       torch.rand(b, dtype=torch.float64) * 50 + 80, out_size=224)
+    frame_px = crop_ndc_to_pixels(weak_perspective_project(points, cam)[..., :2], T)
+    g = 0.375
+    screen = FrameCamera(cam, tile_transform(T, g), 224).to_screen(points)
+    torch.testing.assert_close(screen[..., :2], g * (frame_px + 0.5) - 0.5)
+    torch.testing.assert_close(FrameCamera(cam, tile_transform(T, 1.0)).to_screen(points)[..., :2], frame_px)
+    # equivalent weak perspective in frame pixels: scale s * S / (2 k) pixels per metre
+    k = T[:, 0, 0]
+    dx = frame_px[:, 1, 0] - frame_px[:, 0, 0]
+    torch.testing.assert_close(dx, cam[:, 0] * 224 / (2 * k) * (points[:, 1, 0] - points[:, 0, 0]))
+
+
+def _overlay_fit(tmp_path, views, n_f=5, size=(96, 128)):
+    rng = np.random.default_rng(0)
+    n_v = len(views)
+    center = torch.tensor([[64.0, 48.0]], dtype=torch.float64).expand(n_f * n_v, -1)
+    T = crop_transform(center, torch.full((n_f * n_v,), 80.0, dtype=torch.float64)).reshape(n_f, n_v, 3, 3)
+    fit = write_fit_file(
+        tmp_path / "fit.h5", sequence="seq", annotator="neuface", views=views, shape=np.zeros(100),
+        expression=rng.normal(size=(n_f, n_v, 50)) * 0.1, global_pose=np.zeros((n_f, n_v, 3)),
+        pose=np.zeros((n_f, n_v, 12)), cam=np.tile([8.0, 0.0, 0.0], (n_f, n_v, 1)), crop_transforms=T.numpy(),
+        landmarks=np.full((n_f, n_v, 68, 2), 60.0), landmarks_pred=np.full((n_f, n_v, 68, 2), 40.0),
+        detected=np.ones((n_f, n_v), bool), losses={"total": np.linspace(2, 1, 10), "l2d": np.linspace(1, .5, 10)})
+    frames = make_frames(tmp_path / "frames.h5", views, n=n_f + 2, size=size)
+    return fit, frames
+
+
+def test_overlay_render_places_the_mesh(tmp_path):
+    from neuface.flame import FlameLayer
+
+    fit, frames = _overlay_fit(tmp_path, ["front"])
+    flame = FlameLayer(*tiny_flame(), n_shape=100, n_exp=50)
+    video = render_overlay(fit, frames, flame, tile=64)
+    assert video.shape == (5, 48, 64, 3)  # 96x128 frames at 0.5, fit has 5 of the 7 frames
+    # the mesh (radius ~0.1 m, s = 8, crop of 80 px at (64, 48)) covers the tile centre: blue-ish there
+    centre = video[0, 24, 32].astype(int)
+    assert centre[2] > centre[0]
+    corner = video[0, 2, 2].astype(int)
+    assert corner[2] < 10  # background (no blue channel in the test frames)
+
+
+def test_report_cli_with_overlay_and_losses(tmp_path, metric_files):
+    paths, sheet = metric_files
+    fit, frames = _overlay_fit(tmp_path, ["front", "left_60"], n_f=4)
+    sheet_path = tmp_path / "sheet.tsv"
+    sheet.assign(path="x.mp4").to_csv(sheet_path, sep="\t", index=False)
+    out = tmp_path / "report"
+    flame_args = tiny_flame_files(tmp_path / "model")
+    rc = _cli("report", "--metrics", *paths, "--sheet", sheet_path, "--out", out, "--fits", fit,
+              "--overlay-fit", fit, "--overlay-frames", frames, *flame_args, "--overlay-size", 48,
+              "--label", "neuface=NeuFace")
+    assert rc == 0
+    assert (out / "loss_curves.png").read_bytes()[:4] == b"\x89PNG"
+    video = out / "overlays" / "neuface__seq.mp4"
+    with av.open(str(video)) as container:
+        n = sum(1 for _ in container.decode(video=0))
+    assert n == 4
+    assert "NeuFace" in (out / "table2.md").read_text()
+    failed = write_fit_file(tmp_path / "bad.h5", sequence="bad", annotator="neuface", views=["front"],
+                            shape=np.zeros(100), expression=np.zeros((2, 1, 50)), global_pose=np.zeros((2, 1, 3)),
+                            pose=np.zeros((2, 1, 12)), status=StageStatus.failed("bad", "fit", "diverged"))
+    with pytest.raises(NeufaceError, match="fit failed"):
+        render_overlay(failed, frames, None)
