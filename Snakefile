@@ -12,11 +12,26 @@ validate(config, "config/schema.yaml")
 
 
 include: "rules/common.smk"
+
+
+# The sheet's own id rule (a safe file name, no "/"), not a join of all ids: a regex alternation of every
+# sequence is matched against every path of every job (quadratic, minutes at 100k sequences).
+wildcard_constraints:
+    sequence="[A-Za-z0-9][A-Za-z0-9._-]*",
+    annotator="|".join(ANNOTATORS),
+    split="|".join(SPLITS),
+
+
 include: "rules/assets.smk"
 include: "rules/preview.smk"
 include: "rules/demo.smk"
 include: "rules/frames.smk"
 include: "rules/landmarks.smk"
+include: "rules/benchmark.smk"
+include: "rules/encoder.smk"
+include: "rules/fit.smk"
+include: "rules/dataset.smk"
+include: "rules/report.smk"
 
 
 rule all:

@@ -2,27 +2,29 @@
 # then DECA-style 224x224 crops with their transforms.
 
 
-rule landmarks:
-    input:
-        f"{RESULTS}/frames/{{sequence}}.h5",
-    output:
-        f"{RESULTS}/landmarks/{{sequence}}.h5",
-    params:
-        options=cli_options(
-            "landmarks",
-            {"backend": "--backend", "device": "--device", "batch_size": "--batch-size",
-             "min_score": "--min-score", "det_size": "--det-size"},
-        ),
-    resources:
-        gpu=gpu_if(config["landmarks"]["device"]),
-    conda:
-        CONDA_ENV
-    log:
-        f"{LOGS}/landmarks/{{sequence}}.log",
-    benchmark:
-        f"{BENCH}/landmarks/{{sequence}}.tsv"
-    shell:
-        "neuface --log-file {log} landmarks --frames {input} --out {output} {params.options}"
+if not BENCHMARK:  # the synthetic benchmark replaces detection by ground truth + noise (rules/benchmark.smk)
+
+    rule landmarks:
+        input:
+            f"{RESULTS}/frames/{{sequence}}.h5",
+        output:
+            f"{RESULTS}/landmarks/{{sequence}}.h5",
+        params:
+            options=cli_options(
+                "landmarks",
+                {"backend": "--backend", "device": "--device", "batch_size": "--batch-size",
+                 "min_score": "--min-score", "det_size": "--det-size"},
+            ),
+        resources:
+            gpu=gpu_if(config["landmarks"]["device"]),
+        conda:
+            CONDA_ENV
+        log:
+            f"{LOGS}/landmarks/{{sequence}}.log",
+        benchmark:
+            f"{BENCH}/landmarks/{{sequence}}.tsv"
+        shell:
+            "neuface --log-file {log} landmarks --frames {input} --out {output} {params.options}"
 
 
 rule crops:

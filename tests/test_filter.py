@@ -195,3 +195,15 @@ def test_manifest_keeps_odd_reasons_on_one_line(tmp_path):
     recs = filter_fits([path], {"q": "test"}, "neuface")
     rows, _ = read_manifest(write_manifest(recs, tmp_path / "m.tsv", FilterThresholds()))
     assert len(rows) == 1 and rows[0]["reasons"] == 'upstream fit: crop "x", lost view'
+
+
+def test_fit_dir_finds_the_sheet_sequences(tmp_path, cli):
+    """--fit-dir looks up <sequence>.h5 for every sheet sequence; a missing one is 'no fit output'."""
+    fits = tmp_path / "fits"
+    write_fit_file(fits / "ok.h5", "ok", good(10))
+    sheet = write_sheet(tmp_path / "sheet.tsv", {"ok": ("val", 1), "missing": ("val", 1)})
+    out = tmp_path / "m.tsv"
+    assert cli("filter", "--fit-dir", fits, "--sheet", sheet, "--annotator", "neuface", "--out", out) == 0
+    by_seq = {r["sequence"]: r for r in read_manifest(out)[0]}
+    assert by_seq["ok"]["status"] == "accepted"
+    assert by_seq["missing"]["status"] == "rejected" and by_seq["missing"]["reasons"] == "no fit output"

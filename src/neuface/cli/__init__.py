@@ -20,8 +20,10 @@ from neuface.logs import setup_logging
 log = logging.getLogger("neuface")
 
 #: Subcommand modules, in the order they appear in ``neuface --help``.
-COMMAND_MODULES = ("index", "frames", "landmarks", "crops", "kit", "synth", "demo", "assets", "filter", "pack", "h5",
-                   "metrics", "gtlandmarks", "report", "render", "summary")
+COMMAND_MODULES = (
+    "index", "frames", "landmarks", "crops", "kit", "synth", "demo", "assets", "encoder", "fit",
+    "filter", "pack", "h5", "metrics", "gtlandmarks", "report", "render", "summary",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

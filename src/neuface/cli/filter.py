@@ -12,6 +12,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser("filter", help="accept/reject fits with every reason; writes a manifest TSV")
     parser.add_argument("--fits", nargs="*", default=[], help="fit files of one annotator (.h5)")
     parser.add_argument("--fit-list", default=None, help="file listing fit files, one per line (long lists)")
+    parser.add_argument("--fit-dir", default=None,
+                        help="directory holding <sequence>.h5 fits: the sheet's sequences are looked up there "
+                        "(a missing file is rejected as 'no fit output'); scales to any sheet size")
     parser.add_argument("--sheet", required=True, help="sample sheet (TSV): every sequence gets a line")
     parser.add_argument("--annotator", required=True, help="annotator name (neuface, regress, flamefit, ...)")
     parser.add_argument("--out", required=True, help="manifest TSV to write")
@@ -39,6 +42,9 @@ def _filter(args: argparse.Namespace) -> int:
         fits += [line.strip() for line in lst.read_text().splitlines() if line.strip() and not line.startswith("#")]
     table = sequence_table(read_sheet(args.sheet))
     sheet = dict(zip(table["sequence"], table["split"], strict=True))
+    if args.fit_dir:
+        fit_dir = Path(args.fit_dir)
+        fits += [str(fit_dir / f"{seq}.h5") for seq in sheet if (fit_dir / f"{seq}.h5").is_file()]
     th = FilterThresholds(args.max_shape_norm, args.max_missing_frac, args.max_nme, args.min_frames)
     records = filter_fits(fits, sheet, args.annotator, th)
     write_manifest(records, args.out, th, annotator=args.annotator)

@@ -1,0 +1,31 @@
+# Fitting: one job per (annotator, sequence). Annotators are wildcard values (neuface, regress, flamefit and
+# named variants), so one DAG builds them side by side. GPU rule: requests one GPU when fitting.device is cuda.
+
+
+rule fit:
+    input:
+        crops=f"{RESULTS}/crops/{{sequence}}.h5",
+        landmarks=f"{RESULTS}/landmarks/{{sequence}}.h5",
+        model=ASSETS["flame_model"],
+        embedding=ASSETS["landmark_embedding"],
+        weights=config["encoder"]["weights"],
+    output:
+        f"{RESULTS}/fits/{{annotator}}/{{sequence}}.h5",
+    params:
+        settings=lambda wildcards: annotator_settings_json(wildcards.annotator),
+        encoder=config["encoder"]["kind"],
+        device=config["fitting"]["device"],
+        checkpoint=lambda wildcards: f"{RESULTS}/checkpoints/{wildcards.annotator}/{wildcards.sequence}.pt",
+    resources:
+        gpu=gpu_if(config["fitting"]["device"]),
+    conda:
+        CONDA_ENV
+    log:
+        f"{LOGS}/fit/{{annotator}}/{{sequence}}.log",
+    benchmark:
+        f"{BENCH}/fit/{{annotator}}/{{sequence}}.tsv"
+    shell:
+        "neuface --log-file {log} fit --crops {input.crops} --landmarks {input.landmarks}"
+        " --flame {input.model} --embedding {input.embedding} --annotator {wildcards.annotator}"
+        " --settings '{params.settings}' --encoder {params.encoder} --encoder-weights {input.weights}"
+        " --device {params.device} --checkpoint {params.checkpoint} --out {output}"

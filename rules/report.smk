@@ -1,0 +1,62 @@
+# Fidelity metrics per (annotator, sequence) and the paper-style report (tables, plots, overlay videos).
+
+
+rule metrics:
+    input:
+        unpack(metrics_inputs),
+    output:
+        f"{RESULTS}/metrics/{{annotator}}/{{sequence}}.json",
+    params:
+        gt=lambda wildcards, input: f"--gt {input.gt} --frames {input.frames}" if "gt" in input.keys() else "",
+    conda:
+        CONDA_ENV
+    log:
+        f"{LOGS}/metrics/{{annotator}}/{{sequence}}.log",
+    benchmark:
+        f"{BENCH}/metrics/{{annotator}}/{{sequence}}.tsv"
+    shell:
+        "neuface --log-file {log} metrics --fit {input.fit} --flame {input.model} --embedding {input.embedding}"
+        " {params.gt} --out {output}"
+
+
+rule report:
+    input:
+        metrics=expand(f"{RESULTS}/metrics/{{annotator}}/{{sequence}}.json", annotator=ANNOTATORS,
+                       sequence=SEQUENCES),
+        fits=expand(f"{RESULTS}/fits/{{annotator}}/{{sequence}}.h5", annotator=ANNOTATORS, sequence=SEQUENCES),
+        overlay_fits=expand(f"{RESULTS}/fits/{{annotator}}/{{sequence}}.h5", annotator=OVERLAY_ANNOTATORS,
+                            sequence=OVERLAY_SEQUENCES),
+        overlay_frames=expand(f"{RESULTS}/frames/{{sequence}}.h5", annotator=OVERLAY_ANNOTATORS,
+                              sequence=OVERLAY_SEQUENCES),
+        model=ASSETS["flame_model"],
+        embedding=ASSETS["landmark_embedding"],
+    output:
+        table2=report(f"{RESULTS}/report/table2.md", caption="../src/neuface/report/captions/table2.rst",
+                      category="Tables"),
+        table3=report(f"{RESULTS}/report/table3.md", caption="../src/neuface/report/captions/table3.rst",
+                      category="Tables"),
+        cvd=report(f"{RESULTS}/report/cvd_per_view.png",
+                   caption="../src/neuface/report/captions/cvd_per_view.rst", category="Plots"),
+        msi=report(f"{RESULTS}/report/msi_distribution.png",
+                   caption="../src/neuface/report/captions/msi_distribution.rst", category="Plots"),
+        index=f"{RESULTS}/report/index.md",
+    params:
+        outdir=lambda wildcards, output: str(Path(output.index).parent),
+        sheet=config["samples"],
+        table2=" ".join(config["report"]["table2"]),
+        table3=" ".join(config["report"]["table3"]),
+        overlays=lambda wildcards, input: " ".join(
+            f"--overlay-fit {f} --overlay-frames {h}" for f, h in zip(input.overlay_fits, input.overlay_frames)
+        ),
+        options=cli_options("report", {"split": "--split", "overlay_max_frames": "--overlay-max-frames",
+                                       "overlay_size": "--overlay-size"}),
+    conda:
+        CONDA_ENV
+    log:
+        f"{LOGS}/report/report.log",
+    benchmark:
+        f"{BENCH}/report/report.tsv"
+    shell:
+        "neuface --log-file {log} report --metrics {input.metrics} --sheet {params.sheet} --out {params.outdir}"
+        " --annotators {params.table2} --variants {params.table3} --fits {input.fits} {params.overlays}"
+        " --flame {input.model} --embedding {input.embedding} {params.options}"
