@@ -6,6 +6,7 @@ rule kit_build:
     output:
         model=f"{config['kit']['dir']}/flame/generic_model.pkl",
         embedding=f"{config['kit']['dir']}/flame/landmark_embedding.npy",
+        deca=f"{config['kit']['dir']}/deca/deca_model.tar",
         manifest=f"{config['kit']['dir']}/kit.json",
     params:
         out=parent_of("manifest"),

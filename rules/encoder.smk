@@ -12,7 +12,8 @@ if config["encoder"]["kind"] == "builtin":
         params:
             options=cli_options_of(
                 config["encoder"]["pretrain"],
-                {"steps": "--steps", "batch_size": "--batch-size", "lr": "--lr", "seed": "--seed",
+                {"steps": "--steps", "batch_size": "--batch-size", "pool_size": "--pool-size", "lr": "--lr",
+                 "seed": "--seed",
                  "device": "--device"},
             ),
         resources:

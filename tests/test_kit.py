@@ -89,9 +89,17 @@ def test_manifest_records_seed_version_hashes_and_disclaimer(kit_dir):
     assert manifest["seed"] == 0
     assert manifest["package_version"] == kit_mod.__version__
     assert "NOT FLAME" in manifest["statement"] and "tests and the demo" in manifest["statement"]
-    assert set(manifest["files"]) == {PKL, EMB}
+    assert set(manifest["files"]) == {PKL, EMB, kit_mod.DECA_CHECKPOINT_PATH}
     for rel, digest in manifest["files"].items():
         assert _sha(kit_dir / rel) == digest
+
+
+def test_kit_deca_checkpoint_loads_with_the_real_deca_loader(kit_dir):
+    """The kit's deca_model.tar goes through the strict DECA loader (weights_only, every key checked)."""
+    from neuface.encoders import load_encoder
+
+    encoder = load_encoder("deca", str(kit_dir / kit_mod.DECA_CHECKPOINT_PATH))
+    assert encoder.encoder_id.startswith("deca:")
 
 
 def test_up_to_date_kit_is_kept_and_force_or_damage_rebuilds(kit_dir, model, embedding, tmp_path, monkeypatch):

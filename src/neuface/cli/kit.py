@@ -2,7 +2,8 @@
 
 * ``neuface kit build --out DIR [--seed N] [--force]`` writes ``DIR/flame/generic_model.pkl`` (FLAME 2020
   layout), ``DIR/flame/landmark_embedding.npy`` (DECA's keys) and ``DIR/kit.json``; an up-to-date kit (same
-  seed, package and generator version, files matching their sha256) is left alone unless ``--force``.
+  seed, package and generator version, files matching their sha256) is left alone unless ``--force``. It also
+  writes ``DIR/deca/deca_model.tar`` (DECA's checkpoint format, untrained weights) unless ``--no-deca``.
 * ``neuface kit info DIR`` prints the manifest.
 """
 
@@ -38,6 +39,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     build.add_argument("--out", required=True, help="kit directory (created if needed)")
     build.add_argument("--seed", type=_non_negative_int, default=0, help="generator seed (default 0)")
     build.add_argument("--force", action="store_true", help="rebuild even if the kit there is up to date")
+    build.add_argument("--no-deca", dest="with_deca", action="store_false",
+                       help="skip deca/deca_model.tar (a ~100 MB DECA-format checkpoint with untrained weights)")
     build.set_defaults(func=_build)
     info = kit_sub.add_parser("info", help="print a kit's manifest (kit.json)")
     info.add_argument("dir", help="kit directory")
@@ -47,7 +50,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _build(args: argparse.Namespace) -> int:
     from neuface.synthetic.kit import build_kit
 
-    manifest = build_kit(args.out, seed=args.seed, force=args.force)
+    manifest = build_kit(args.out, seed=args.seed, force=args.force, with_deca=args.with_deca)
     log.info("kit ready in %s (%s)", args.out, manifest["statement"])
     return 0
 

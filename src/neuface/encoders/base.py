@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from neuface.checks import check_shape
+from neuface.errors import ShapeError
 
 #: DECA's E_flame output layout (slices of the 236-d vector).
 DECA_LAYOUT = {
@@ -83,5 +84,50 @@ class FlameEncoder(nn.Module):
     n_exp: int = 50
     encoder_id: str = "unknown"
 
+    _bn_frozen: bool = False
+
     def forward(self, images: torch.Tensor) -> EncoderOutput:  # pragma: no cover - interface
         raise NotImplementedError
+
+    def check_images(self, images: torch.Tensor) -> torch.Tensor:
+        """Validate (B, 3, S, S) crops (S = :attr:`input_size`); returns them in the module's memory format."""
+        check_shape(images, "images", ("B", 3, self.input_size, self.input_size))
+        if not torch.is_floating_point(images):
+            raise ShapeError(f"images must be floating point in [0, 1], got dtype {images.dtype}")
+        if getattr(self, "_channels_last", False):
+            images = images.contiguous(memory_format=torch.channels_last)
+        return images
+
+    def to_channels_last(self) -> FlameEncoder:
+        """Store conv weights (and convert inputs) channels-last, usually faster on CPU (oneDNN) and GPU."""
+        self._channels_last = True
+        return self.to(memory_format=torch.channels_last)
+
+    def freeze_batchnorm(self, freeze_affine: bool = False) -> FlameEncoder:
+        """Keep every BatchNorm in eval mode (running statistics used and never updated), also after
+        ``.train()``; with ``freeze_affine`` their weight/bias also stop requiring gradients."""
+        self._bn_frozen = True
+        freeze_batchnorm(self, freeze_affine)
+        return self
+
+    def train(self, mode: bool = True) -> FlameEncoder:
+        super().train(mode)
+        if self._bn_frozen:
+            freeze_batchnorm(self, freeze_affine=None)
+        return self
+
+
+def freeze_batchnorm(module: nn.Module, freeze_affine: bool | None = False) -> nn.Module:
+    """Put every BatchNorm layer of ``module`` in eval mode; ``freeze_affine=True`` also sets
+    ``requires_grad=False`` on their affine parameters (``None`` leaves requires_grad untouched).
+
+    NeuFace optimizes the encoder with BN frozen: batch statistics of a 20-frame window of one person would
+    otherwise replace the statistics learnt on the training set.
+    """
+    for m in module.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.eval()
+            if freeze_affine is not None:
+                for p in m.parameters(recurse=False):
+                    p.requires_grad_(not freeze_affine)
+    return module

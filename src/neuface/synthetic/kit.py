@@ -43,6 +43,8 @@ STATEMENT = "synthetic head model, NOT FLAME; for tests and the demo only"
 MANIFEST_NAME = "kit.json"
 FLAME_MODEL_PATH = "flame/generic_model.pkl"
 LANDMARK_EMBEDDING_PATH = "flame/landmark_embedding.npy"
+#: A DECA-format encoder checkpoint (random but deterministic weights), so the real `deca` loader runs on the kit.
+DECA_CHECKPOINT_PATH = "deca/deca_model.tar"
 
 
 def generate(seed: int = 0) -> tuple[FlameModel, LandmarkEmbedding]:
@@ -119,8 +121,12 @@ def kit_is_current(out_dir: str | os.PathLike, seed: int) -> bool:
     return True
 
 
-def build_kit(out_dir: str | os.PathLike, seed: int = 0, force: bool = False) -> dict[str, Any]:
+def build_kit(out_dir: str | os.PathLike, seed: int = 0, force: bool = False, with_deca: bool = True
+              ) -> dict[str, Any]:
     """Write the kit to ``out_dir`` (atomically, file by file) and return its manifest.
+
+    With ``with_deca`` the kit also holds ``deca/deca_model.tar``: DECA's checkpoint format (``E_flame``
+    ResNet-50 + ``E_detail`` keys) with deterministic untrained weights whose camera prior fits this head.
 
     Skips the work and returns the existing manifest when the kit there is current (:func:`kit_is_current`),
     unless ``force``.
@@ -128,14 +134,18 @@ def build_kit(out_dir: str | os.PathLike, seed: int = 0, force: bool = False) ->
     from neuface.flame.io import write_flame_pickle, write_landmark_embedding
 
     out = Path(out_dir)
-    if not force and kit_is_current(out, seed):
+    if not force and kit_is_current(out, seed) and (not with_deca or (out / DECA_CHECKPOINT_PATH).is_file()):
         log.info("synthetic kit in %s is up to date (seed %d); use --force to rebuild", out, seed)
         return read_manifest(out)
     log.info("building the synthetic kit (seed %d) in %s", seed, out)
     model, emb = generate(seed)
     write_flame_pickle(model, out / FLAME_MODEL_PATH)
     write_landmark_embedding(emb, out / LANDMARK_EMBEDDING_PATH)
-    files = {rel: sha256_file(out / rel) for rel in (FLAME_MODEL_PATH, LANDMARK_EMBEDDING_PATH)}
+    written = [FLAME_MODEL_PATH, LANDMARK_EMBEDDING_PATH]
+    if with_deca:
+        _write_deca(out, model, emb, seed)
+        written.append(DECA_CHECKPOINT_PATH)
+    files = {rel: sha256_file(out / rel) for rel in written}
     manifest = {
         "kind": "neuface-synthetic-kit",
         "statement": STATEMENT,
@@ -156,3 +166,13 @@ def build_kit(out_dir: str | os.PathLike, seed: int = 0, force: bool = False) ->
         tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     log.info("synthetic kit written: %s", ", ".join(f"{k} ({v[:12]})" for k, v in files.items()))
     return manifest
+
+
+def _write_deca(out: Path, model: FlameModel, emb: LandmarkEmbedding, seed: int) -> None:
+    """DECA-format checkpoint whose untrained camera output frames this head (see encoders.pretrain)."""
+    from neuface.encoders import write_deca_checkpoint
+    from neuface.encoders.pretrain import typical_camera
+    from neuface.flame import FlameLayer
+
+    cam_scale = typical_camera(FlameLayer(model, emb))[0]
+    write_deca_checkpoint(out / DECA_CHECKPOINT_PATH, seed=seed, include_detail=True, cam_scale=cam_scale)
