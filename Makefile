@@ -13,12 +13,13 @@ PYTEST_ARGS ?=
 # Workflow rules call the `neuface` CLI: put the virtualenv first on PATH for everything make runs.
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: install test lint demo bench clean help
+.PHONY: install test lint demo benchmark bench clean help
 
 help:
 	@echo "make demo   - run the workflow on the built-in demo data (results/ )"
 	@echo "make test   - lint + test suite (CPU, offline)"
 	@echo "make bench  - benchmarks (figures printed next to a same-run reference)"
+	@echo "make benchmark - synthetic ground-truth benchmark through the whole DAG (tables with MPVE)"
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -45,6 +46,11 @@ test: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/snakemake --profile profiles/local --cores $(CORES)
 	@$(BIN)/neuface demo-summary results
+
+benchmark: $(STAMP)
+	$(BIN)/snakemake --profile profiles/local --cores $(CORES) \
+		--configfile config/config.yaml config/benchmark/config.yaml
+	@$(BIN)/neuface summary results/benchmark
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks

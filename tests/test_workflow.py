@@ -41,6 +41,13 @@ def override(tmp_path) -> Path:
         "preview": {"image_size": 96},
         "demo": {"dir": str(tmp_path / "demo"), "frames": 6, "size": 128},
         "frames": {"max_frames": 6},
+        "encoder": {"kind": "builtin", "weights": str(tmp_path / "encoders/builtin.pt"),
+                    "pretrain": {"steps": 2, "batch_size": 2, "pool_size": 4, "seed": 0, "device": "cpu"}},
+        "fitting": {"annotators": ["regress", "flamefit", "neuface"], "device": "cpu",
+                    "common": {"n_passes": 1, "window_frames": 4},
+                    "settings": {"flamefit": {"flamefit_steps": [2, 2]}}},
+        "report": {"table2": ["regress", "flamefit", "neuface"], "table3": ["neuface"], "overlay_sequences": 1,
+                   "overlay_annotators": ["neuface"], "overlay_max_frames": 3, "overlay_size": 64},
     }
     path = tmp_path / "override.yaml"
     path.write_text(yaml.safe_dump(cfg))
@@ -63,7 +70,7 @@ def test_config_schema_rejects_unknown_keys(tmp_path):
 def test_dry_run_plans_every_stage(override):
     proc = snakemake("-n", "--configfile", str(override), "--cores", "1")
     for rule in ("kit_build", "preview_head", "demo_carphone", "demo_synth_mead", "demo_synth_mono",
-                 "frames", "landmarks", "crops"):
+                 "frames", "landmarks", "crops", "encoder_pretrain", "fit", "filter", "pack", "metrics", "report"):
         assert f"rule {rule}:" in proc.stdout
 
 
@@ -77,11 +84,24 @@ def test_real_run_of_every_stage(override, tmp_path):
     assert png.stat().st_size > 1000
     assert (tmp_path / "results/logs/assets/kit_build.log").exists()
     assert (tmp_path / "results/benchmarks/preview/head_model.tsv").exists()
-    for sequence in sorted(read_sheet(REPO / "config/demo/videos.tsv")["sequence"].unique()):
+    sheet = read_sheet(REPO / "config/demo/videos.tsv")
+    for sequence in sorted(sheet["sequence"].unique()):
         for stage in ("frames", "landmarks", "crops"):
             status = read_status(tmp_path / f"results/{stage}/{sequence}.h5")
             assert status.ok, status.summary()
             assert (tmp_path / f"results/logs/{stage}/{sequence}.log").stat().st_size > 0
+        for annotator in ("regress", "flamefit", "neuface"):
+            status = read_status(tmp_path / f"results/fits/{annotator}/{sequence}.h5")
+            assert status.ok, status.summary()
+            assert (tmp_path / f"results/metrics/{annotator}/{sequence}.json").stat().st_size > 0
+    for annotator in ("regress", "flamefit", "neuface"):
+        manifest = (tmp_path / f"results/filter/{annotator}.tsv").read_text()
+        assert all(seq in manifest for seq in sheet["sequence"].unique())  # a line for every sequence
+        for split in sorted(sheet["split"].unique()):
+            assert (tmp_path / f"results/dataset/{annotator}/{split}.h5").is_file()
+    table2 = (tmp_path / "results/report/table2.md").read_text()
+    assert all(name in table2 for name in ("regress", "flamefit", "neuface"))
+    assert list((tmp_path / "results/report/overlays").glob("*.mp4"))
     # Changing only the preview parameter reruns the preview, not the kit.
     cfg = yaml.safe_load(override.read_text())
     cfg["preview"]["image_size"] = 80
