@@ -307,7 +307,7 @@ def test_pretrain_tiny_loss_decreases():
     from neuface.synthetic.kit import generate
 
     flame = FlameLayer(*generate(0))
-    settings = PretrainSettings(steps=10, batch_size=4, pool_size=4, lr=3e-3, seed=0)
+    settings = PretrainSettings(steps=30, batch_size=4, pool_size=4, lr=3e-3, seed=0)
     # the augmentation's camera update is exact: re-projecting the landmarks with the new camera agrees
     gen = torch.Generator().manual_seed(0)
     batch = sample_batch(flame, torch.full((flame.num_vertices, 3), 0.7), settings, gen)
@@ -318,8 +318,8 @@ def test_pretrain_tiny_loss_decreases():
     assert torch.allclose(proj, aug.landmarks, atol=1e-5)
     assert not torch.allclose(aug.landmarks, batch.landmarks, atol=1e-3)
     model, history = pretrain_builtin(flame, settings)
-    assert len(history["total"]) == 10 and not model.training
-    first, last = sum(history["total"][:3]) / 3, sum(history["total"][-3:]) / 3
+    assert len(history["total"]) == 30 and not model.training
+    first, last = sum(history["total"][:5]) / 5, sum(history["total"][-5:]) / 5
     assert last < 0.8 * first, history["total"]
 
 

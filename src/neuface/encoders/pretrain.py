@@ -149,7 +149,7 @@ def pretrain_losses(pred: EncoderOutput, batch: SampleBatch, flame: FlameLayer,
     s_ratio = torch.log(pred.cam[:, 0].clamp(min=1e-6) / t.cam[:, 0])
     l_par = (F.mse_loss(pred.global_pose, t.global_pose) * 10 + F.mse_loss(pred.jaw_pose, t.jaw_pose) * 10
              + F.mse_loss(pred.expression[:, :10], t.expression[:, :10]) * 0.1
-             + F.mse_loss(pred.shape, t.shape) * 10
+             + F.mse_loss(pred.shape, t.shape)
              + (s_ratio ** 2).mean() * 10
              + F.mse_loss(pred.cam[:, 1:] * t.cam[:, :1], t.cam[:, 1:] * t.cam[:, :1]) * 10)
     total = settings.w_landmarks * l_lmk + settings.w_params * l_par
