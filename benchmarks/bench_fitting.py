@@ -1,0 +1,109 @@
+"""NeuFace optimisation throughput: seconds per M-step (encoder fwd+bwd + FLAME + all losses + Adam) and
+images/s for one window of 7 views × 20 frames, next to the machine's fp32 matmul rate measured in this run.
+
+``reference`` of a step row = the step time the model FLOPs (counted with ``torch.utils.flop_counter`` on the
+same step: encoder, FLAME and losses) would take at the measured matmul rate, so ``ratio`` = utilisation
+(model FLOPs per step / step time / matmul FLOP/s). Inputs are random crops and landmarks (timings do not
+depend on content); the head model is the synthetic kit's (same size as FLAME: 5023 vertices). DECA's
+ResNet-50 is measured on a smaller window (stated in the row) because 140 crops need ~15 GB on CPU.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from neuface.fitting.config import resolve_annotator
+from neuface.fitting.data import SequenceBatch
+from neuface.fitting.neuface import e_step, freeze_batchnorm_eval, optimisable_parameters, window_loss
+from neuface.flame import FlameLayer
+
+log = logging.getLogger("benchmarks.bench_fitting")
+
+
+def matmul_gflops(n: int = 1024, repeats: int = 5) -> float:
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - t0)
+    return 2 * n ** 3 / best / 1e9
+
+
+def random_sequence(n_frames: int, n_views: int, size: int = 224, seed: int = 0) -> SequenceBatch:
+    g = torch.Generator().manual_seed(seed)
+    lmk = torch.rand(n_frames, n_views, 68, 2, generator=g) * 1.2 - 0.6
+    eye = torch.eye(3, dtype=torch.float64).expand(n_frames, n_views, 3, 3).clone()
+    return SequenceBatch(
+        sequence="bench", views=[f"v{i}" for i in range(n_views)],
+        images=torch.randint(0, 256, (n_frames, n_views, 3, size, size), generator=g, dtype=torch.uint8),
+        landmarks=lmk, landmarks_px=lmk, valid=torch.ones(n_frames, n_views, 68, dtype=torch.bool),
+        detected=torch.ones(n_frames, n_views, dtype=torch.bool), transforms=eye, crop_size=size, fps=25.0)
+
+
+def _flame() -> FlameLayer:
+    from neuface.synthetic.kit import generate
+
+    model, emb = generate(0)
+    return FlameLayer(model, emb)
+
+
+def measure(encoder, flame: FlameLayer, n_frames: int, n_views: int, repeats: int) -> dict:
+    """Best-of step time, FLOPs per step and E-step time for one window of ``n_frames`` × ``n_views``."""
+    settings = resolve_annotator("neuface", {"window_frames": n_frames, "progress": False})
+    seq = random_sequence(n_frames, n_views)
+    dev = torch.device("cpu")
+    encoder.eval()
+    freeze_batchnorm_eval(encoder)
+    opt = torch.optim.Adam(optimisable_parameters(encoder), lr=settings.lr)
+    t0 = time.perf_counter()
+    q_t, mv = e_step(encoder, flame, seq, settings, dev, encoder.input_size)
+    e_time = time.perf_counter() - t0
+
+    def step() -> None:
+        opt.zero_grad(set_to_none=True)
+        loss, _ = window_loss(encoder, flame, seq, 0, n_frames, settings, dev, encoder.input_size, q_t, mv)
+        loss.backward()
+        opt.step()
+
+    with FlopCounterMode(display=False) as counter:
+        step()
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        step()
+        best = min(best, time.perf_counter() - t0)
+    return {"step_s": best, "flops": float(counter.get_total_flops()), "estep_s": e_time}
+
+
+def run(quick: bool = False) -> list[dict]:
+    """Rows ``{name, value, unit, reference, ratio}``; see the module docstring."""
+    gflops = matmul_gflops(512 if quick else 2048, 3 if quick else 7)
+    rows = [{"name": "fp32 matmul cpu (machine peak proxy)", "value": gflops, "unit": "GFLOP/s",
+             "reference": None, "ratio": None}]
+    flame = _flame()
+    cases = []
+    try:
+        from neuface.encoders import BuiltinEncoder, DecaEncoder
+
+        cases.append(("builtin", BuiltinEncoder().reset_parameters(0), 2 if quick else 20, 7, 1 if quick else 2))
+        cases.append(("deca ResNet-50", DecaEncoder(), 1 if quick else 2, 7, 1))
+    except ImportError:  # pragma: no cover - encoders not installed
+        log.warning("neuface.encoders not available: no encoder rows")
+    for name, enc, n_f, n_v, repeats in cases:
+        m = measure(enc, flame, n_f, n_v, repeats)
+        ideal = m["flops"] / (gflops * 1e9)
+        n_img = n_f * n_v
+        label = f"{name} NeuFace M-step {n_v} views x {n_f} frames cpu f32 ({m['flops'] / 1e9:.1f} GFLOP)"
+        rows.append({"name": label, "value": m["step_s"], "unit": "s/step", "reference": ideal,
+                     "ratio": ideal / m["step_s"]})
+        rows.append({"name": f"{name} NeuFace M-step throughput ({n_img} images)", "value": n_img / m["step_s"],
+                     "unit": "images/s", "reference": n_img / ideal, "ratio": ideal / m["step_s"]})
+        rows.append({"name": f"{name} E-step {n_img} images (no grad, incl. targets)", "value": m["estep_s"],
+                     "unit": "s", "reference": None, "ratio": None})
+    return rows

@@ -1,0 +1,130 @@
+"""``run_fit``: one annotator on one sequence, from input files to the fit file (the ``fit`` rule)."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import os
+import resource
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from neuface.errors import NeufaceError
+from neuface.fitting.checkpoint import Checkpointer, StopSignal
+from neuface.fitting.config import AnnotatorSettings, config_hash
+from neuface.fitting.data import load_sequence, upstream_status
+from neuface.fitting.forward import FitFailure, deterministic_mode, predict_landmarks_px, resolve_device
+from neuface.fitting.output import STAGE, FitMeta, write_fit
+from neuface.flame import FlameLayer
+from neuface.status import StageStatus
+
+log = logging.getLogger(__name__)
+
+__all__ = ["run_fit", "load_encoder", "sha256_file"]
+
+
+def load_encoder(kind: str, weights: str | None, device: torch.device | str):
+    """Indirection to :func:`neuface.encoders.load_encoder` (tests may replace this module attribute)."""
+    from neuface.encoders import load_encoder as _load
+
+    return _load(kind, weights, device)
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _peak_memory(device: torch.device) -> int:
+    if device.type == "cuda":
+        return int(torch.cuda.max_memory_allocated(device))
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(rss if sys.platform == "darwin" else rss * 1024)
+
+
+def run_fit(crops: str | os.PathLike, landmarks: str | os.PathLike, flame_path: str | os.PathLike,
+            embedding_path: str | os.PathLike, annotator: str, settings: AnnotatorSettings,
+            out: str | os.PathLike, checkpoint: str | os.PathLike | None = None, encoder=None,
+            stop: StopSignal | None = None) -> StageStatus:
+    """Fit one sequence and always write ``out`` (a failed fit on upstream failure / FitFailure).
+
+    Args:
+        encoder: a ready :class:`~neuface.encoders.base.FlameEncoder`; default loads ``settings.encoder``.
+        stop: SIGTERM flag polled between optimisation steps (see :mod:`neuface.fitting.checkpoint`).
+    Raises:
+        Preempted: SIGTERM was received; a checkpoint was written (the caller exits 143).
+    """
+    for p in (flame_path, embedding_path):
+        if not Path(p).is_file():
+            raise NeufaceError(f"asset file {p} does not exist")
+    chash = config_hash(settings)
+    meta = FitMeta(annotator=annotator, views=[], n_frames=0, fps=math.nan, encoder_id="",
+                   config_hash=chash, config=settings.canonical_json(), flame_sha256=sha256_file(flame_path))
+    upstream = upstream_status(crops, landmarks)
+    if not upstream.ok:
+        status = upstream.propagate(STAGE)
+        write_fit(out, status, meta)
+        log.warning("%s", status.summary())
+        return status
+    device = resolve_device(settings.device)
+    meta.device = str(device)
+    seq = load_sequence(crops, landmarks)
+    meta.views, meta.n_frames, meta.fps, meta.crop_size = seq.views, seq.n_frames, seq.fps, seq.crop_size
+    flame = FlameLayer.from_files(flame_path, embedding_path, n_shape=100, n_exp=50).to(device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    t0 = time.perf_counter()
+    ckpt = Checkpointer(checkpoint, settings.checkpoint_every, chash, settings.method, stop)
+    with deterministic_mode(settings.deterministic, settings.seed):
+        if encoder is None and settings.method in ("neuface", "regress", "flamefit"):
+            encoder = load_encoder(settings.encoder, settings.encoder_weights, device)
+        meta.encoder_id = str(getattr(encoder, "encoder_id", "unknown"))
+        try:
+            outcome = _dispatch(encoder, flame, seq, settings, device, ckpt)
+        except FitFailure as exc:
+            status = StageStatus.failed(seq.sequence, STAGE, str(exc), annotator=annotator)
+            meta.wall_time_s = time.perf_counter() - t0
+            meta.peak_memory_bytes = _peak_memory(device)
+            write_fit(out, status, meta)
+            ckpt.done()
+            log.error("%s", status.summary())
+            return status
+    params = outcome.params
+    lmk_pred = predict_landmarks_px(flame, params, seq.transforms, seq.crop_size)
+    arrays = {"shape": params.shape, "expression": params.expression, "global_pose": params.global_pose,
+              "pose": params.pose, "cam": params.cam, "crop_transforms": seq.transforms.numpy(),
+              "landmarks": seq.landmarks_px.numpy(), "detected": seq.detected.numpy(),
+              "landmarks_pred": lmk_pred}
+    meta.wall_time_s = time.perf_counter() - t0
+    meta.peak_memory_bytes = _peak_memory(device)
+    warnings = []
+    beta_norm = float(np.linalg.norm(params.shape))
+    details = {"annotator": annotator, "n_steps": outcome.n_steps, "beta_norm": beta_norm,
+               "final_loss": outcome.losses["total"][-1] if outcome.losses.get("total") else None}
+    status = StageStatus(seq.sequence, STAGE, details=details, warnings=tuple(warnings))
+    write_fit(out, status, meta, arrays, outcome.losses)
+    ckpt.done()
+    log.info("%s (%.1f s on %s)", status.summary(), meta.wall_time_s, device)
+    return status
+
+
+def _dispatch(encoder, flame, seq, settings: AnnotatorSettings, device, ckpt: Checkpointer):
+    if settings.method == "regress":
+        from neuface.fitting.regress import regress
+
+        return regress(encoder, seq, settings, device)
+    if settings.method == "neuface":
+        from neuface.fitting.neuface import fit_neuface
+
+        return fit_neuface(encoder, flame, seq, settings, device, ckpt)
+    from neuface.fitting.flamefit import flamefit
+
+    return flamefit(encoder, flame, seq, settings, device, ckpt)
