@@ -39,9 +39,11 @@ lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/snakemake --lint --cores 1 >/dev/null
 
+# One thread per test worker: $(CORES) workers already fill the cores; oversubscribed torch threads spin.
 test: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/python -m pytest -n $(CORES) -m "not cuda" $(PYTEST_ARGS)
+	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 \
+		$(BIN)/python -m pytest -n $(CORES) -m "not cuda" $(PYTEST_ARGS)
 
 demo: $(STAMP)
 	$(BIN)/snakemake --profile profiles/local --cores $(CORES)
