@@ -158,7 +158,7 @@ def regress_fit(kit, synth, pretrained, tmp_path_factory):
     return fit(kit, synth, tmp_path_factory.mktemp("regress"), "regress", pretrained)
 
 
-def test_neuface_beats_regress_on_landmarks_and_stability(kit, synth, pretrained, regress_fit, tmp_path):
+def test_neuface_beats_regress_on_landmarks_and_is_no_less_stable(kit, synth, pretrained, regress_fit, tmp_path):
     status, res = fit(kit, synth, tmp_path, "neuface", pretrained, **NEUFACE_FAST)
     assert status.ok, status.reason
     _, reg = regress_fit
