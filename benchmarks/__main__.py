@@ -33,6 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes (smoke test)")
     parser.add_argument("--only", nargs="*", default=None, help="module names (e.g. bench_flame)")
+    parser.add_argument("--skip", nargs="*", default=[], help="module names to leave out")
     parser.add_argument("--json", default="benchmarks/results/latest.json", help="where to write all rows")
     args = parser.parse_args(argv)
     setup_logging(0)
@@ -46,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     log.info("machine: %s", machine)
     rows: list[dict] = []
-    for name in args.only or discover():
+    for name in [m for m in (args.only or discover()) if m not in args.skip]:
         module = importlib.import_module(f"benchmarks.{name}")
         t0 = time.perf_counter()
         for row in module.run(quick=args.quick):

@@ -23,7 +23,6 @@ rule report:
     input:
         metrics=expand(f"{RESULTS}/metrics/{{annotator}}/{{sequence}}.json", annotator=ANNOTATORS,
                        sequence=SEQUENCES),
-        fits=expand(f"{RESULTS}/fits/{{annotator}}/{{sequence}}.h5", annotator=ANNOTATORS, sequence=SEQUENCES),
         overlay_fits=expand(f"{RESULTS}/fits/{{annotator}}/{{sequence}}.h5", annotator=OVERLAY_ANNOTATORS,
                             sequence=OVERLAY_SEQUENCES),
         overlay_frames=expand(f"{RESULTS}/frames/{{sequence}}.h5", annotator=OVERLAY_ANNOTATORS,
@@ -42,6 +41,7 @@ rule report:
         index=f"{RESULTS}/report/index.md",
     params:
         outdir=lambda wildcards, output: str(Path(output.index).parent),
+        metrics_dir=lambda wildcards, input: str(Path(input.metrics[0]).parent.parent),
         sheet=config["samples"],
         table2=" ".join(config["report"]["table2"]),
         table3=" ".join(config["report"]["table3"]),
@@ -57,6 +57,6 @@ rule report:
     benchmark:
         f"{BENCH}/report/report.tsv"
     shell:
-        "neuface --log-file {log} report --metrics {input.metrics} --sheet {params.sheet} --out {params.outdir}"
-        " --annotators {params.table2} --variants {params.table3} --fits {input.fits} {params.overlays}"
+        "neuface --log-file {log} report --metrics {params.metrics_dir} --sheet {params.sheet} --out {params.outdir}"
+        " --annotators {params.table2} --variants {params.table3} --fits {input.overlay_fits} {params.overlays}"
         " --flame {input.model} --embedding {input.embedding} {params.options}"

@@ -41,3 +41,15 @@ def test_log_file_receives_lines(tmp_path):
     log_file = tmp_path / "run.log"
     main(["--log-file", str(log_file), "summary", str(tmp_path / "nope")])
     assert "does not exist" in log_file.read_text()
+
+
+def test_report_metrics_directory_expands_to_annotator_sequence_files(tmp_path):
+    from neuface.cli.report import expand_metric_paths
+
+    for rel in ("neuface/b.json", "neuface/a.json", "regress/a.json", "regress/notes.txt"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text("{}")
+    single = tmp_path / "x.json"
+    got = expand_metric_paths([str(tmp_path), str(single)])
+    assert got == [str(tmp_path / "neuface/a.json"), str(tmp_path / "neuface/b.json"),
+                   str(tmp_path / "regress/a.json"), str(single)]

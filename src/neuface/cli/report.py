@@ -10,7 +10,9 @@ log = logging.getLogger(__name__)
 
 def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser("report", help="Table 2/3-style tables (CSV, Markdown, LaTeX), plots and overlays")
-    parser.add_argument("--metrics", nargs="+", required=True, help="metric JSONs (results/metrics/*/*.json)")
+    parser.add_argument("--metrics", nargs="+", required=True,
+                        help="metric JSONs, or directories searched for */*.json (results/metrics): a directory "
+                        "keeps the command line short for any number of sequences")
     parser.add_argument("--sheet", default=None, help="sample sheet (dataset and split of each sequence)")
     parser.add_argument("--out", required=True, help="output directory (results/report/)")
     parser.add_argument("--split", default=None, help="only sequences of this split (default: all)")
@@ -27,6 +29,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--overlay-size", type=int, default=256, help="longer side of a view tile (default 256)")
     parser.add_argument("--overlay-max-frames", type=int, default=None, help="render only the first frames")
     parser.set_defaults(func=_run)
+
+
+def expand_metric_paths(items: list[str]) -> list[str]:
+    """Files as given; a directory contributes its ``<annotator>/<sequence>.json`` files (sorted)."""
+    from pathlib import Path
+
+    out: list[str] = []
+    for item in items:
+        path = Path(item)
+        out += sorted(str(p) for p in path.glob("*/*.json")) if path.is_dir() else [item]
+    return out
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -56,7 +69,8 @@ def _run(args: argparse.Namespace) -> int:
     if args.overlay_size < 16:
         raise NeufaceError(f"--overlay-size must be >= 16, got {args.overlay_size}")
     sheet = read_sheet(args.sheet) if args.sheet else None
-    made = build_report(args.metrics, args.out, sheet=sheet, annotators=args.annotators, variants=args.variants,
+    metrics = expand_metric_paths(args.metrics)
+    made = build_report(metrics, args.out, sheet=sheet, annotators=args.annotators, variants=args.variants,
                         split=args.split, labels=labels, fits=args.fits,
                         overlays=list(zip(args.overlay_fit, args.overlay_frames, strict=True)), flame=flame,
                         overlay_tile=args.overlay_size, overlay_max_frames=args.overlay_max_frames)
