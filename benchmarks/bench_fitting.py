@@ -16,23 +16,13 @@ import time
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from benchmarks._common import matmul_gflops
 from neuface.fitting.config import resolve_annotator
 from neuface.fitting.data import SequenceBatch
 from neuface.fitting.neuface import e_step, freeze_batchnorm_eval, optimisable_parameters, window_loss
 from neuface.flame import FlameLayer
 
 log = logging.getLogger("benchmarks.bench_fitting")
-
-
-def matmul_gflops(n: int = 1024, repeats: int = 5) -> float:
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    a @ b
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        a @ b
-        best = min(best, time.perf_counter() - t0)
-    return 2 * n ** 3 / best / 1e9
 
 
 def random_sequence(n_frames: int, n_views: int, size: int = 224, seed: int = 0) -> SequenceBatch:

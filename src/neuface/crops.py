@@ -29,9 +29,9 @@ import torch
 from neuface.errors import NeufaceError
 from neuface.geometry.crop import crop_transform, estimate_crop_box, smooth_boxes, warp_images
 from neuface.io_utils import atomic_path
-from neuface.landmarks.extract import landmarks_info, read_landmarks
-from neuface.status import StageStatus, read_status, read_status_attrs, write_status_attrs
-from neuface.video.store import read_str_list_attr, str_list_attr
+from neuface.landmarks.extract import landmarks_info, read_landmarks, write_stage_attrs
+from neuface.status import StageStatus, read_status, read_status_attrs
+from neuface.video.store import read_str_list_attr
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +103,7 @@ def crop_sequence(frames_path: str | os.PathLike, landmarks_path: str | os.PathL
                         "landmarks_file": str(landmarks_path)})
         if not upstream.ok:
             status = upstream.propagate(STAGE)
-            _finish(f, status, [], 0)
+            write_stage_attrs(f, status, [], 0)
             log.warning("%s", status.summary())
             return status
         info = landmarks_info(landmarks_path)
@@ -126,15 +126,9 @@ def crop_sequence(frames_path: str | os.PathLike, landmarks_path: str | os.PathL
             status = StageStatus(upstream.sequence, STAGE, details=details, warnings=tuple(warnings))
         else:
             status = StageStatus.failed(upstream.sequence, STAGE, "no view has a detected face", **details)
-        _finish(f, status, views, info["n_frames"])
+        write_stage_attrs(f, status, views, info["n_frames"])
     log.info("%s", status.summary())
     return status
-
-
-def _finish(f: h5py.File, status: StageStatus, views: list[str], n_frames: int) -> None:
-    write_status_attrs(f.attrs, status)
-    f.attrs["views"] = str_list_attr(views)
-    f.attrs["n_frames"] = int(n_frames)
 
 
 def read_crops(path: str | os.PathLike, view: str, start: int = 0, stop: int | None = None) -> dict[str, np.ndarray]:

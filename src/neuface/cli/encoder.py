@@ -15,17 +15,9 @@ import logging
 import sys
 import time
 
+from neuface.cli.argtypes import non_negative_int, positive_int
+
 log = logging.getLogger(__name__)
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -39,14 +31,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     pre.add_argument("--flame", required=True, help="FLAME-format head model (.pkl or .npz)")
     pre.add_argument("--embedding", required=True, help="DECA-format landmark_embedding.npy")
     pre.add_argument("--out", required=True, help="output file (e.g. resources/encoders/builtin.pt)")
-    pre.add_argument("--steps", type=_positive_int, default=d.steps, help=f"optimizer steps (default {d.steps})")
-    pre.add_argument("--batch-size", type=_positive_int, default=d.batch_size,
+    pre.add_argument("--steps", type=positive_int, default=d.steps, help=f"optimizer steps (default {d.steps})")
+    pre.add_argument("--batch-size", type=positive_int, default=d.batch_size,
                      help=f"images per step (default {d.batch_size})")
-    pre.add_argument("--pool-size", type=_positive_int, default=d.pool_size,
+    pre.add_argument("--pool-size", type=non_negative_int, default=d.pool_size,
                      help=f"faces rendered once and reused with augmentation; 0 renders every batch afresh "
                           f"(default {d.pool_size})")
     pre.add_argument("--lr", type=float, default=d.lr, help=f"peak learning rate (default {d.lr})")
-    pre.add_argument("--seed", type=_positive_int, default=d.seed, help=f"random seed (default {d.seed})")
+    pre.add_argument("--seed", type=non_negative_int, default=d.seed, help=f"random seed (default {d.seed})")
     pre.add_argument("--device", default="cpu", help="torch device (default cpu)")
     pre.set_defaults(func=_pretrain)
     info = enc_sub.add_parser("info", help="load encoder weights strictly and print a JSON summary")

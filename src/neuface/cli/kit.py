@@ -14,17 +14,9 @@ import json
 import logging
 import sys
 
+from neuface.cli.argtypes import non_negative_int
+
 log = logging.getLogger(__name__)
-
-
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -37,7 +29,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "the demo only.",
     )
     build.add_argument("--out", required=True, help="kit directory (created if needed)")
-    build.add_argument("--seed", type=_non_negative_int, default=0, help="generator seed (default 0)")
+    build.add_argument("--seed", type=non_negative_int, default=0, help="generator seed (default 0)")
     build.add_argument("--force", action="store_true", help="rebuild even if the kit there is up to date")
     build.add_argument("--no-deca", dest="with_deca", action="store_false",
                        help="skip deca/deca_model.tar (a ~100 MB DECA-format checkpoint with untrained weights)")

@@ -92,7 +92,7 @@ def detect_sequence(frames_path: str | os.PathLike, out: str | os.PathLike, back
         _root_attrs(f, backend, frames_path)
         if not upstream.ok:
             status = upstream.propagate(STAGE)
-            _finish(f, status, [], 0)
+            write_stage_attrs(f, status, [], 0)
             log.warning("%s", status.summary())
             return status
         info = frames_info(frames_path)
@@ -125,7 +125,7 @@ def detect_sequence(frames_path: str | os.PathLike, out: str | os.PathLike, back
             status = StageStatus.failed(sequence, STAGE, "no face detected", **details)
         else:
             status = StageStatus(sequence, STAGE, details=details, warnings=tuple(warnings))
-        _finish(f, status, list(per_view), n_frames)
+        write_stage_attrs(f, status, list(per_view), n_frames)
     log.log(logging.INFO if status.ok and not status.warnings else logging.WARNING, "%s", status.summary())
     return status
 
@@ -139,7 +139,8 @@ def _root_attrs(f: h5py.File, backend: LandmarkBackend, frames_path: str | os.Pa
     f.attrs["frames_file"] = str(frames_path)
 
 
-def _finish(f: h5py.File, status: StageStatus, views: list[str], n_frames: int) -> None:
+def write_stage_attrs(f: h5py.File, status: StageStatus, views: list[str], n_frames: int) -> None:
+    """Root attributes every per-sequence stage file ends with: status, views, frame count."""
     write_status_attrs(f.attrs, status)
     f.attrs["views"] = str_list_attr(views)
     f.attrs["n_frames"] = int(n_frames)
@@ -169,4 +170,5 @@ def landmarks_info(h5: str | os.PathLike) -> dict[str, Any]:
                 "details": json.loads(f.attrs["details"])}
 
 
-__all__ = ["FORMAT", "STAGE", "detect_sequence", "landmarks_for_view", "landmarks_info", "read_landmarks"]
+__all__ = ["FORMAT", "STAGE", "detect_sequence", "landmarks_for_view", "landmarks_info", "read_landmarks",
+           "write_stage_attrs"]

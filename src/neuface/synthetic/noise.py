@@ -32,15 +32,15 @@ import numpy as np
 from neuface import __version__
 from neuface.errors import NeufaceError
 from neuface.io_utils import atomic_path
-from neuface.status import StageStatus, read_status, write_status_attrs
-from neuface.video.store import frames_info, str_list_attr
+from neuface.landmarks.extract import FORMAT, write_stage_attrs
+from neuface.status import StageStatus, read_status
+from neuface.video.store import frames_info
 
 log = logging.getLogger(__name__)
 
 __all__ = ["LandmarkNoise", "NoisyLandmarks", "apply_noise", "landmarks_from_gt", "DETECTOR"]
 
 DETECTOR = "ground-truth+noise"
-_FORMAT = "neuface.landmarks"  # neuface.landmarks.extract.FORMAT (not imported: keeps this module light)
 
 
 @dataclass(frozen=True)
@@ -136,13 +136,13 @@ def landmarks_from_gt(gt_path: str | os.PathLike, frames_path: str | os.PathLike
     noise = noise or LandmarkNoise()
     upstream = read_status(frames_path)
     with atomic_path(out, suffix=".h5") as tmp, h5py.File(tmp, "w") as f:
-        f.attrs.update({"format": _FORMAT, "format_version": 1, "detector": DETECTOR,
+        f.attrs.update({"format": FORMAT, "format_version": 1, "detector": DETECTOR,
                         "detector_version": __version__, "score_kind": "uniform: ground truth + noise (1.0)",
                         "frames_file": str(frames_path), "gt_file": str(gt_path),
                         "noise": json.dumps(asdict(noise), sort_keys=True), "seed": int(seed)})
         if not upstream.ok:
             status = upstream.propagate("landmarks")
-            _finish(f, status, [], 0)
+            write_stage_attrs(f, status, [], 0)
             return status
         with np.load(gt_path, allow_pickle=False) as z:
             gt_lmk, gt_views = z["landmarks"], [str(v) for v in np.atleast_1d(z["views"])]
@@ -189,12 +189,8 @@ def landmarks_from_gt(gt_path: str | os.PathLike, frames_path: str | os.PathLike
             status = StageStatus.failed(upstream.sequence, "landmarks", "no face detected", **details)
         else:
             status = StageStatus(upstream.sequence, "landmarks", details=details, warnings=tuple(warnings))
-        _finish(f, status, views, n_frames)
+        write_stage_attrs(f, status, views, n_frames)
     log.info("%s", status.summary())
     return status
 
 
-def _finish(f: h5py.File, status: StageStatus, views: list[str], n_frames: int) -> None:
-    write_status_attrs(f.attrs, status)
-    f.attrs["views"] = str_list_attr(views)
-    f.attrs["n_frames"] = int(n_frames)
