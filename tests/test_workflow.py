@@ -109,3 +109,36 @@ def test_real_run_of_every_stage(override, tmp_path):
     proc = snakemake("-n", "--configfile", str(override), "--cores", "1", "--profile", str(REPO / "profiles/local"))
     assert "preview_head" in proc.stdout
     assert "kit_build" not in proc.stdout
+
+
+def test_tiny_synthetic_benchmark_reports_mpve(override, tmp_path):
+    """`make benchmark` in miniature: GT landmarks + noise replace detection; the tables gain MPVE and NME-GT."""
+    bench = tmp_path / "bench"
+    rows = ["sequence\tview\tsplit\tpath\tdataset\tsubject\temotion\tground_truth"]
+    views = ["front", "down", "top", "left_30", "left_60", "right_30", "right_60"]
+    rows += [f"bm_mead\t{v}\tval\t{bench}/bm_mead/{v}.mp4\tsynth_mead\tS1\tneutral\t{bench}/bm_mead/gt.npz"
+             for v in views]
+    rows.append(f"bm_mono\tmono\tval\t{bench}/bm_mono/front.mp4\tsynth_mono\tS2\t\t{bench}/bm_mono/gt.npz")
+    sheet = tmp_path / "bench.tsv"
+    sheet.write_text("\n".join(rows) + "\n")
+    cfg = yaml.safe_load(override.read_text())
+    cfg.update({
+        "samples": str(sheet),
+        "results": str(tmp_path / "bench_results"),
+        "benchmark": {"dir": str(bench), "frames": 6, "size": 96, "fps": 25, "noise_seed": 0,
+                      "noise": {"sigma": 1.0, "outlier_prob": 0.0, "outlier_max": 0.0, "miss_prob": 0.0,
+                                "bias": 0.5}},
+    })
+    cfg["fitting"]["annotators"] = ["regress", "neuface"]
+    cfg["report"].update({"table2": ["regress", "neuface"], "table3": ["neuface"], "overlay_sequences": 0})
+    config = tmp_path / "bench.yaml"
+    config.write_text(yaml.safe_dump(cfg))
+    snakemake("--configfile", str(config), "--cores", "2", "--profile", str(REPO / "profiles/local"))
+    out = tmp_path / "bench_results"
+    assert not (out / "logs/landmarks/bm_mono.log").read_text().count("dlib")  # ground truth, not a detector
+    table2 = (out / "report/table2.md").read_text()
+    assert "MPVE" in table2 and "NME-GT" in table2 and "CVD" in table2
+    import json
+
+    metrics = json.loads((out / "metrics/neuface/bm_mead.json").read_text())["metrics"]
+    assert metrics["mpve"] is not None and metrics["mpve"] > 0 and metrics["cvd"] is not None
