@@ -2,6 +2,8 @@
 # Both create (or reuse) a local virtualenv and install everything they need.
 # torch is pinned and installed first: an unpinned torch pulls multi-GB CUDA builds.
 
+SHELL := /bin/bash
+.SHELLFLAGS := -o pipefail -c
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -9,6 +11,8 @@ TORCH_PIN := torch==2.13.0
 STAMP := $(VENV)/.neuface-installed
 PIP := $(BIN)/python -m pip --disable-pip-version-check -q
 CORES ?= 2
+# pip prints a warning per package for the machine's extra index folders; hide those lines, keep pip's status.
+QUIET_PIP := { grep -v "is ignored: it is neither" || true; }
 PYTEST_ARGS ?=
 # Workflow rules call the `neuface` CLI: put the virtualenv first on PATH for everything make runs.
 export PATH := $(abspath $(BIN)):$(PATH)
@@ -23,12 +27,12 @@ help:
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(PIP) install --upgrade pip setuptools wheel 2>&1 | grep -v "is ignored: it is neither" || true
-	$(PIP) install "$(TORCH_PIN)" 2>&1 | grep -v "is ignored: it is neither" || true
+	$(PIP) install --upgrade pip setuptools wheel 2>&1 | $(QUIET_PIP)
+	$(PIP) install "$(TORCH_PIN)" 2>&1 | $(QUIET_PIP)
 	$(BIN)/python -c "import torch, sys; sys.exit(torch.__version__.split('+')[0] != '2.13.0')" \
 		|| (echo "torch 2.13.0 did not install" >&2; exit 1)
-	$(PIP) install -e ".[workflow,demo,landmarks,dev]" 2>&1 | grep -v "is ignored: it is neither" || true
-	$(PIP) install --no-deps face-alignment==1.5.0 2>&1 | grep -v "is ignored: it is neither" || true
+	$(PIP) install -e ".[workflow,demo,landmarks,dev]" 2>&1 | $(QUIET_PIP)
+	$(PIP) install --no-deps face-alignment==1.5.0 2>&1 | $(QUIET_PIP)
 	$(BIN)/python -c "import neuface, snakemake, roma, av, dlib, face_alignment, skvideo" \
 		|| (echo "install incomplete" >&2; exit 1)
 	@touch $@
