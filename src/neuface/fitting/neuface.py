@@ -18,7 +18,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from neuface.encoders.base import FlameEncoder
+from neuface.encoders.base import FlameEncoder, freeze_batchnorm
 from neuface.fitting import losses as L
 from neuface.fitting.checkpoint import Checkpointer, set_rng_state
 from neuface.fitting.config import AnnotatorSettings
@@ -38,7 +38,7 @@ from neuface.flame import FlameLayer
 
 log = logging.getLogger(__name__)
 
-__all__ = ["FitOutcome", "fit_neuface", "e_step", "optimisable_parameters", "freeze_batchnorm_eval"]
+__all__ = ["FitOutcome", "fit_neuface", "e_step", "optimisable_parameters"]
 
 LOSS_NAMES = ("total", "l2d", "temporal", "multiview")
 
@@ -50,15 +50,6 @@ class FitOutcome:
     params: FitParams
     losses: dict[str, list[float]] = field(default_factory=dict)
     n_steps: int = 0
-
-
-def freeze_batchnorm_eval(module: nn.Module) -> None:
-    """Put every BatchNorm in eval mode with its affine parameters frozen (running statistics fixed)."""
-    for m in module.modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm):
-            m.eval()
-            for p in m.parameters():
-                p.requires_grad_(False)
 
 
 def optimisable_parameters(encoder: nn.Module) -> list[nn.Parameter]:
@@ -139,7 +130,7 @@ def fit_neuface(encoder: FlameEncoder, flame: FlameLayer, seq: SequenceBatch, se
         Preempted: SIGTERM was received (a checkpoint was written first).
     """
     prepare_encoder(encoder, device, settings.channels_last)  # eval: BatchNorm statistics stay frozen
-    freeze_batchnorm_eval(encoder)
+    freeze_batchnorm(encoder, freeze_affine=True)  # BN in eval, running statistics and affine fixed
     flame = flame.to(device)
     input_size = int(getattr(encoder, "input_size", 224))
     params = optimisable_parameters(encoder)
