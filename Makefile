@@ -51,7 +51,7 @@ test: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/snakemake --profile profiles/local --cores $(CORES)
-	@$(BIN)/neuface demo-summary results
+	@$(BIN)/neuface summary results
 
 benchmark: $(STAMP)
 	$(BIN)/snakemake --profile profiles/local --cores $(CORES) \
