@@ -53,3 +53,16 @@ def test_report_metrics_directory_expands_to_annotator_sequence_files(tmp_path):
     got = expand_metric_paths([str(tmp_path), str(single)])
     assert got == [str(tmp_path / "neuface/a.json"), str(tmp_path / "neuface/b.json"),
                    str(tmp_path / "regress/a.json"), str(single)]
+
+
+def test_makefile_and_rules_call_existing_subcommands():
+    """Every `neuface <command>` the Makefile and the rule files run is a registered subcommand."""
+    import re
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    parser = build_parser()
+    choices = set(next(a for a in parser._actions if a.dest == "command").choices)
+    texts = [(repo / "Makefile").read_text()] + [p.read_text() for p in (repo / "rules").glob("*.smk")]
+    called = {m for t in texts for m in re.findall(r"neuface (?:--log-file \{log\} )?([a-z][a-z-]*)", t)}
+    assert called and called <= choices, called - choices
