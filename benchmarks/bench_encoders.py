@@ -52,8 +52,9 @@ def images_per_s(model: FlameEncoder, batch: int, repeats: int) -> float:
 
 def run(quick: bool = False) -> list[dict]:
     """Rows ``{name, value, unit, reference, ratio}``; see the module docstring."""
-    gflops = matmul_gflops(512 if quick else 2048, 3 if quick else 5)
-    rows = [{"name": "fp32 matmul 1024x1024 cpu (machine peak proxy)", "value": gflops, "unit": "GFLOP/s",
+    n = 512 if quick else 2048
+    gflops = matmul_gflops(n, 3 if quick else 5)
+    rows = [{"name": f"fp32 matmul {n}x{n} cpu (machine peak proxy)", "value": gflops, "unit": "GFLOP/s",
              "reference": None, "ratio": None}]
     cases = [
         ("builtin", BuiltinEncoder().reset_parameters(0), 16 if quick else 140, 1 if quick else 3),

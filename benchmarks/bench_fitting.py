@@ -17,9 +17,10 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from benchmarks._common import matmul_gflops
+from neuface.encoders.base import freeze_batchnorm
 from neuface.fitting.config import resolve_annotator
 from neuface.fitting.data import SequenceBatch
-from neuface.fitting.neuface import e_step, freeze_batchnorm_eval, optimisable_parameters, window_loss
+from neuface.fitting.neuface import e_step, optimisable_parameters, window_loss
 from neuface.flame import FlameLayer
 
 log = logging.getLogger("benchmarks.bench_fitting")
@@ -49,7 +50,7 @@ def measure(encoder, flame: FlameLayer, n_frames: int, n_views: int, repeats: in
     seq = random_sequence(n_frames, n_views)
     dev = torch.device("cpu")
     encoder.eval()
-    freeze_batchnorm_eval(encoder)
+    freeze_batchnorm(encoder, freeze_affine=True)
     opt = torch.optim.Adam(optimisable_parameters(encoder), lr=settings.lr)
     t0 = time.perf_counter()
     q_t, mv = e_step(encoder, flame, seq, settings, dev, encoder.input_size)
