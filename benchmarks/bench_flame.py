@@ -15,6 +15,7 @@ import time
 import numpy as np
 import torch
 
+from neuface.dataset.fake import random_landmark_embedding
 from neuface.flame import FlameLayer, FlameModel, LandmarkEmbedding, batch_rodrigues, dynamic_contour
 
 log = logging.getLogger("benchmarks.bench_flame")
@@ -38,15 +39,7 @@ def flame_sized_model(seed: int = 0) -> tuple[FlameModel, LandmarkEmbedding]:
         parents=np.array([-1, 0, 1, 1, 1]),
         num_shape_total=300,
     )
-    emb = LandmarkEmbedding(
-        static_lmk_faces_idx=rng.integers(0, N_FACES, 51),
-        static_lmk_bary_coords=rng.dirichlet(np.ones(3), 51),
-        dynamic_lmk_faces_idx=rng.integers(0, N_FACES, (79, 17)),
-        dynamic_lmk_bary_coords=rng.dirichlet(np.ones(3), (79, 17)),
-        full_lmk_faces_idx=rng.integers(0, N_FACES, 68),
-        full_lmk_bary_coords=rng.dirichlet(np.ones(3), 68),
-    )
-    return model, emb
+    return model, random_landmark_embedding(N_FACES, rng)
 
 
 def _inputs(batch: int, seed: int = 0) -> list[torch.Tensor]:

@@ -14,6 +14,7 @@ import pytest
 import scipy.sparse as sp
 import torch
 
+from neuface.dataset.fake import random_landmark_embedding
 from neuface.errors import AssetMissingError, ModelFormatError, UnsafePickleError
 from neuface.flame import (
     FlameLayer,
@@ -54,15 +55,7 @@ def make_model(n_verts: int = 40, n_cols: int = 16, num_shape_total: int = 10, s
 
 
 def make_embedding(n_faces: int = 70, seed: int = 1) -> LandmarkEmbedding:
-    rng = np.random.default_rng(seed)
-    return LandmarkEmbedding(
-        static_lmk_faces_idx=rng.integers(0, n_faces, 51),
-        static_lmk_bary_coords=rng.dirichlet(np.ones(3), 51),
-        dynamic_lmk_faces_idx=rng.integers(0, n_faces, (79, 17)),
-        dynamic_lmk_bary_coords=rng.dirichlet(np.ones(3), (79, 17)),
-        full_lmk_faces_idx=rng.integers(0, n_faces, 68),
-        full_lmk_bary_coords=rng.dirichlet(np.ones(3), 68),
-    ).validate(n_faces)
+    return random_landmark_embedding(n_faces, np.random.default_rng(seed))
 
 
 def assert_models_equal(a: FlameModel, b: FlameModel) -> None:

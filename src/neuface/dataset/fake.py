@@ -12,7 +12,7 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import h5py
 import numpy as np
@@ -20,6 +20,9 @@ import numpy as np
 from neuface.dataset.schema import FIT_FORMAT, str_list
 from neuface.io_utils import atomic_path
 from neuface.status import StageStatus, write_status_attrs
+
+if TYPE_CHECKING:  # neuface.flame imports torch; keep `neuface pack` light
+    from neuface.flame.model import LandmarkEmbedding
 
 DEFAULT_VIEWS = ("front",)
 
@@ -108,11 +111,25 @@ def write_fit_file(path: str | os.PathLike, sequence: str, arrays: dict[str, np.
     return path
 
 
+def random_landmark_embedding(n_faces: int, rng: np.random.Generator) -> LandmarkEmbedding:
+    """A valid DECA-format embedding with random faces and barycentric coordinates (tests, benchmarks)."""
+    from neuface.flame.model import LandmarkEmbedding
+
+    return LandmarkEmbedding(
+        static_lmk_faces_idx=rng.integers(0, n_faces, 51),
+        static_lmk_bary_coords=rng.dirichlet(np.ones(3), 51),
+        dynamic_lmk_faces_idx=rng.integers(0, n_faces, (79, 17)),
+        dynamic_lmk_bary_coords=rng.dirichlet(np.ones(3), (79, 17)),
+        full_lmk_faces_idx=rng.integers(0, n_faces, 68),
+        full_lmk_bary_coords=rng.dirichlet(np.ones(3), 68),
+    ).validate(n_faces)
+
+
 def random_flame_model(n_verts: int = 80, n_faces: int = 120, n_shape: int = 100, n_exp: int = 50,
                        seed: int = 0):
     """A small random FLAME-format model (``FlameModel``) with ``n_shape`` identity and ``n_exp`` expression
     columns, and a matching random DECA-layout ``LandmarkEmbedding``; for tests and benchmarks."""
-    from neuface.flame.model import FLAME_PARENTS, FlameModel, LandmarkEmbedding
+    from neuface.flame.model import FLAME_PARENTS, FlameModel
 
     rng = np.random.default_rng(seed)
     faces = np.stack([rng.choice(n_verts, 3, replace=False) for _ in range(n_faces)]).astype(np.int64)
@@ -129,12 +146,4 @@ def random_flame_model(n_verts: int = 80, n_faces: int = 120, n_shape: int = 100
         parents=np.array(FLAME_PARENTS, dtype=np.int64),
         num_shape_total=n_shape,
     ).validate()
-    emb = LandmarkEmbedding(
-        static_lmk_faces_idx=rng.integers(0, n_faces, 51),
-        static_lmk_bary_coords=rng.dirichlet(np.ones(3), 51),
-        dynamic_lmk_faces_idx=rng.integers(0, n_faces, (79, 17)),
-        dynamic_lmk_bary_coords=rng.dirichlet(np.ones(3), (79, 17)),
-        full_lmk_faces_idx=rng.integers(0, n_faces, 68),
-        full_lmk_bary_coords=rng.dirichlet(np.ones(3), 68),
-    ).validate(n_faces)
-    return model, emb
+    return model, random_landmark_embedding(n_faces, rng)
