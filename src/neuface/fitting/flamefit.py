@@ -27,11 +27,11 @@ from neuface.fitting.checkpoint import Checkpointer, set_rng_state
 from neuface.fitting.config import AnnotatorSettings
 from neuface.fitting.data import SequenceBatch
 from neuface.fitting.forward import (
-    FitFailure,
     FitParams,
     canonical_and_confidence,
     flame_eval,
     frame_chunks,
+    guard_loss,
     head_quaternions,
 )
 from neuface.fitting.neuface import FitOutcome
@@ -140,13 +140,8 @@ def flamefit(encoder, flame: FlameLayer, seq: SequenceBatch, settings: Annotator
                     for k, x in zip(NAMES, (total, l2d, temporal, multiview, prior), strict=True):
                         sums[k] += float(x.detach()) * frac
                 value = sums["total"]
-                if not math.isfinite(value):
-                    raise FitFailure(f"non-finite loss at flamefit stage {st + 1} step {i}")
-                if math.isnan(initial):
-                    initial = value
-                elif value > settings.divergence_factor * max(initial, 1e-12):
-                    raise FitFailure(f"flamefit loss diverged: {value:.4g} > {settings.divergence_factor:g} x "
-                                     f"initial {initial:.4g}")
+                initial = guard_loss(value, initial, settings.divergence_factor,
+                                     f"flamefit stage {st + 1} step {i}")
                 opt.step()
                 step += 1
                 for k in NAMES:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import random
 from collections.abc import Iterator
@@ -33,6 +34,21 @@ __all__ = ["FitFailure", "FitParams", "FlameEval", "deterministic_mode", "encode
 
 class FitFailure(NeufaceError):
     """The optimisation failed (non-finite or diverging loss); the CLI writes a failed fit with the reason."""
+
+
+def guard_loss(value: float, initial: float, divergence_factor: float, where: str) -> float:
+    """Raise :class:`FitFailure` for a non-finite loss or one above ``divergence_factor`` × the first loss.
+
+    ``initial`` is NaN until the first step; returns the (possibly newly set) initial loss. ``where`` names the
+    step in the messages (e.g. ``"pass 2 window 3 (step 17)"``).
+    """
+    if not math.isfinite(value):
+        raise FitFailure(f"non-finite loss at {where}")
+    if math.isnan(initial):
+        return value
+    if value > divergence_factor * max(initial, 1e-12):
+        raise FitFailure(f"loss diverged at {where}: {value:.4g} > {divergence_factor:g} x initial {initial:.4g}")
+    return initial
 
 
 @dataclass

@@ -30,6 +30,7 @@ from neuface.fitting.forward import (
     encode_images,
     flame_eval,
     frame_chunks,
+    guard_loss,
     head_quaternions,
     predict_all,
     prepare_encoder,
@@ -174,13 +175,8 @@ def fit_neuface(encoder: FlameEncoder, flame: FlameLayer, seq: SequenceBatch, se
                 total, parts = window_loss(model, flame, seq, s, e, settings, device, input_size, q_target,
                                            mv_target)
                 value = float(total.detach())
-                if not math.isfinite(value):
-                    raise FitFailure(f"non-finite loss at pass {p} window {w} (step {step})")
-                if math.isnan(initial):
-                    initial = value
-                elif value > settings.divergence_factor * max(initial, 1e-12):
-                    raise FitFailure(f"loss diverged at step {step}: {value:.4g} > "
-                                     f"{settings.divergence_factor:g} x initial {initial:.4g}")
+                initial = guard_loss(value, initial, settings.divergence_factor,
+                                     f"pass {p} window {w} (step {step})")
                 total.backward()
                 optimizer.step()
                 step += 1
