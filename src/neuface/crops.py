@@ -29,7 +29,7 @@ import torch
 from neuface.errors import NeufaceError
 from neuface.geometry.crop import crop_transform, estimate_crop_box, smooth_boxes, warp_images
 from neuface.io_utils import atomic_path
-from neuface.landmarks.extract import landmarks_info, read_landmarks, write_stage_attrs
+from neuface.landmarks.extract import landmarks_info, read_landmarks, write_stage_attrs, write_upstream_failure
 from neuface.status import StageStatus, read_status, read_status_attrs
 from neuface.video.store import read_str_list_attr
 
@@ -102,10 +102,7 @@ def crop_sequence(frames_path: str | os.PathLike, landmarks_path: str | os.PathL
                         "scale": scale, "smooth_window": smooth_window, "frames_file": str(frames_path),
                         "landmarks_file": str(landmarks_path)})
         if not upstream.ok:
-            status = upstream.propagate(STAGE)
-            write_stage_attrs(f, status, [], 0)
-            log.warning("%s", status.summary())
-            return status
+            return write_upstream_failure(f, upstream, STAGE)
         info = landmarks_info(landmarks_path)
         views, warnings = [], []
         with h5py.File(frames_path, "r") as src:

@@ -91,10 +91,7 @@ def detect_sequence(frames_path: str | os.PathLike, out: str | os.PathLike, back
     with atomic_path(out, suffix=".h5") as tmp, h5py.File(tmp, "w") as f:
         _root_attrs(f, backend, frames_path)
         if not upstream.ok:
-            status = upstream.propagate(STAGE)
-            write_stage_attrs(f, status, [], 0)
-            log.warning("%s", status.summary())
-            return status
+            return write_upstream_failure(f, upstream, STAGE)
         info = frames_info(frames_path)
         per_view: dict[str, int] = {}
         warnings: list[str] = []
@@ -139,6 +136,14 @@ def _root_attrs(f: h5py.File, backend: LandmarkBackend, frames_path: str | os.Pa
     f.attrs["frames_file"] = str(frames_path)
 
 
+def write_upstream_failure(f: h5py.File, upstream: StageStatus, stage: str) -> StageStatus:
+    """Close a stage file whose input failed: the propagated failure, no views; logged once. Returns it."""
+    status = upstream.propagate(stage)
+    write_stage_attrs(f, status, [], 0)
+    log.warning("%s", status.summary())
+    return status
+
+
 def write_stage_attrs(f: h5py.File, status: StageStatus, views: list[str], n_frames: int) -> None:
     """Root attributes every per-sequence stage file ends with: status, views, frame count."""
     write_status_attrs(f.attrs, status)
@@ -171,4 +176,4 @@ def landmarks_info(h5: str | os.PathLike) -> dict[str, Any]:
 
 
 __all__ = ["FORMAT", "STAGE", "detect_sequence", "landmarks_for_view", "landmarks_info", "read_landmarks",
-           "write_stage_attrs"]
+           "write_stage_attrs", "write_upstream_failure"]

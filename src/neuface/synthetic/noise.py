@@ -32,7 +32,7 @@ import numpy as np
 from neuface import __version__
 from neuface.errors import NeufaceError
 from neuface.io_utils import atomic_path
-from neuface.landmarks.extract import FORMAT, write_stage_attrs
+from neuface.landmarks.extract import FORMAT, write_stage_attrs, write_upstream_failure
 from neuface.status import StageStatus, read_status
 from neuface.video.store import frames_info
 
@@ -141,9 +141,7 @@ def landmarks_from_gt(gt_path: str | os.PathLike, frames_path: str | os.PathLike
                         "frames_file": str(frames_path), "gt_file": str(gt_path),
                         "noise": json.dumps(asdict(noise), sort_keys=True), "seed": int(seed)})
         if not upstream.ok:
-            status = upstream.propagate("landmarks")
-            write_stage_attrs(f, status, [], 0)
-            return status
+            return write_upstream_failure(f, upstream, "landmarks")
         with np.load(gt_path, allow_pickle=False) as z:
             gt_lmk, gt_views = z["landmarks"], [str(v) for v in np.atleast_1d(z["views"])]
             gt_fps, gt_size = float(z["fps"]), int(z["image_size"])
