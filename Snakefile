@@ -32,6 +32,7 @@ include: "rules/encoder.smk"
 include: "rules/fit.smk"
 include: "rules/dataset.smk"
 include: "rules/report.smk"
+include: "rules/shards.smk"
 
 
 rule all:

@@ -10,6 +10,9 @@ frames -> landmarks -> crops chain (+ the stages added later). Figures:
 * ``dag cost per job``: milliseconds per planned job at the largest size (after the fixed start-up cost,
   estimated from the smallest size).
 * ``dag dry-run, slurm profile``: the same with ``--profile profiles/slurm`` (job grouping) at 1k and 10k.
+* ``dag dry-run, shards of 100``: ``scale.shard_size: 100`` at every size; reference = the per-sequence run of the
+  same sheet. Then 1M sequences in shards of 1000 against the per-sequence 100k run (1M per sequence would take
+  hours).
 
 ``quick=True`` uses 100 and 300 sequences (smoke test).
 """
@@ -29,6 +32,7 @@ from pathlib import Path
 import yaml
 
 log = logging.getLogger("benchmarks.bench_dag")
+SHARD_SIZE_QUICK = 50
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -53,10 +57,13 @@ def make_workdir(root: Path) -> Path:
     return root
 
 
-def dry_run(workdir: Path, sheet: Path, profile: str | None = None, timeout: float = 7200) -> tuple[float, int]:
-    """Seconds of ``snakemake -n`` on ``sheet`` and the number of jobs it planned."""
-    overlay = workdir / f"overlay_{sheet.stem}.yaml"
-    overlay.write_text(yaml.safe_dump({"samples": str(sheet), "results": str(workdir / "results")}))
+def dry_run(workdir: Path, sheet: Path, profile: str | None = None, timeout: float = 7200,
+            shard_size: int = 0) -> tuple[float, int]:
+    """Seconds of ``snakemake -n`` on ``sheet`` (in shards of ``shard_size``; 0 = per sequence) and the number of
+    jobs it planned."""
+    overlay = workdir / f"overlay_{sheet.stem}_{shard_size}.yaml"
+    overlay.write_text(yaml.safe_dump({"samples": str(sheet), "results": str(workdir / "results"),
+                                       "scale": {"shard_size": shard_size}}))
     cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--configfile", str(overlay),
            "-n", "--quiet", "all"]
     cmd += ["--profile", str(REPO / "profiles" / profile)] if profile else ["--cores", "1"]
@@ -100,4 +107,17 @@ def run(quick: bool = False) -> list[dict]:
         for n in grouped_sizes:
             seconds, jobs = dry_run(work, Path(tmp) / f"sheet_{n}.tsv", profile="slurm")
             rows.append(_row(f"dag dry-run, slurm profile (grouped), {n} sequences", seconds, "s", times[n][0]))
+        # sharding (scale.shard_size): one job per (stage, shard); reference = per-sequence DAG of the same sheet
+        for n in sizes:
+            size = SHARD_SIZE_QUICK if quick else 100
+            seconds, jobs = dry_run(work, Path(tmp) / f"sheet_{n}.tsv", shard_size=size)
+            log.info("%d sequences in shards of %d: %.1f s, %d jobs", n, size, seconds, jobs)
+            rows.append(_row(f"dag dry-run, shards of {size}, {n} sequences ({jobs} jobs)", seconds, "s",
+                             times[n][0]))
+        n_max, size = (sizes[-1] * 3, SHARD_SIZE_QUICK) if quick else (1_000_000, 1000)
+        sheet = make_sheet(n_max, Path(tmp) / f"sheet_{n_max}.tsv", video)
+        seconds, jobs = dry_run(work, sheet, shard_size=size)
+        log.info("%d sequences in shards of %d: %.1f s, %d jobs", n_max, size, seconds, jobs)
+        rows.append(_row(f"dag dry-run, shards of {size}, {n_max} sequences ({jobs} jobs); reference: per "
+                         f"sequence at {sizes[-1]}", seconds, "s", times[sizes[-1]][0]))
     return rows

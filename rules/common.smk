@@ -4,6 +4,7 @@ import zlib
 from pathlib import Path
 
 from neuface.sheets import read_sheet
+from neuface.shards import partition, shard_rows_digests
 
 RESULTS = config["results"]
 LOGS = f"{RESULTS}/logs"
@@ -18,7 +19,10 @@ CONDA_ENV = "../envs/neuface.yaml"
 SHEET = read_sheet(config["samples"])  # validated: clear errors naming line and column
 # sequence -> its videos, built once: input functions run once per job, so a per-job DataFrame lookup would make
 # DAG construction quadratic in the sheet size (1M clips = 1M jobs per stage).
-VIDEOS = SHEET.groupby("sequence", sort=True)["path"].agg(list).to_dict()
+# (a plain loop over the sorted sheet: pandas' groupby-to-list takes 15 s at 1M rows, this 0.5 s)
+VIDEOS = {}
+for _sequence, _path in zip(SHEET["sequence"], SHEET["path"]):
+    VIDEOS.setdefault(_sequence, []).append(_path)
 SEQUENCES = list(VIDEOS)
 SPLITS = sorted(SHEET["split"].unique())
 ANNOTATORS = list(config["fitting"]["annotators"])
@@ -29,6 +33,13 @@ _VIEW_COUNTS = SHEET.groupby("sequence")["view"].nunique()
 BENCHMARK_MULTIVIEW = "|".join(_VIEW_COUNTS[_VIEW_COUNTS > 1].index) or "^$"
 BENCHMARK_MONOCULAR = "|".join(_VIEW_COUNTS[_VIEW_COUNTS == 1].index) or "^$"
 OVERLAY_SEQUENCES = SEQUENCES[: config["report"]["overlay_sequences"]]
+# Sharding (rules/shards.smk): 0 = a job per (stage, sequence); K = a job per (stage, shard of K sequences).
+SHARD_SIZE = config["scale"]["shard_size"]
+SHARDS = partition(SEQUENCES, SHARD_SIZE) if SHARD_SIZE else {}
+SHARD_OF = {s: shard for shard, members in SHARDS.items() for s in members}
+if SHARD_SIZE and BENCHMARK:
+    raise ValueError("scale.shard_size applies to real and demo videos; the synthetic benchmark (config 'benchmark') "
+                     "renders and runs one job per sequence: set scale.shard_size to 0")
 OVERLAY_ANNOTATORS = [a for a in config["report"]["overlay_annotators"] if a in ANNOTATORS]
 
 
@@ -37,12 +48,17 @@ def parent_of(key):
     return lambda wildcards, output: str(Path(output[key]).parent)
 
 
-def video_inputs(wildcards):
+def videos_of(sequence):
     """Videos of a sequence that exist or that a rule makes (demo, benchmark); a missing one is recorded later."""
-    paths = VIDEOS.get(wildcards.sequence)
+    paths = VIDEOS.get(sequence)
     if paths is None:
-        raise ValueError(f"sequence {wildcards.sequence!r} is not in the sample sheet {config['samples']}")
+        raise ValueError(f"sequence {sequence!r} is not in the sample sheet {config['samples']}")
     return [p for p in paths if any(p.startswith(f"{d}/") for d in GENERATED_DIRS) or Path(p).exists()]
+
+
+def video_inputs(wildcards):
+    """Input function of `frames`: videos_of the job's sequence."""
+    return videos_of(wildcards.sequence)
 
 
 def cli_options_of(values, flags):
@@ -72,6 +88,36 @@ def ground_truth_of(sequence):
     return gt if isinstance(gt, str) and gt else None
 
 
+def fits_of(annotator, sequences=None):
+    """What stands for the fits of `annotator` (all sequences, or these): the fit files, or their shards' markers."""
+    sequences = SEQUENCES if sequences is None else sequences
+    if SHARD_SIZE:
+        return sorted({f"{RESULTS}/shards/fit/{annotator}/{SHARD_OF[s]}.tsv" for s in sequences})
+    return [f"{RESULTS}/fits/{annotator}/{s}.h5" for s in sequences]
+
+
+def overlay_fit_and_frames(input):
+    """(fit, frames) file pairs of the report's overlays; with sharding, the per-sequence files behind its markers."""
+    if SHARD_SIZE:
+        return [(f"{RESULTS}/fits/{a}/{s}.h5", f"{RESULTS}/frames/{s}.h5")
+                for a in OVERLAY_ANNOTATORS for s in OVERLAY_SEQUENCES]
+    return list(zip(input.overlay_fits, input.overlay_frames))
+
+
+def all_metrics():
+    """What stands for every metrics file: the JSON files, or the metrics shards' markers."""
+    if SHARD_SIZE:
+        return expand(f"{RESULTS}/shards/metrics/{{annotator}}/{{shard}}.tsv", annotator=ANNOTATORS, shard=SHARDS)
+    return expand(f"{RESULTS}/metrics/{{annotator}}/{{sequence}}.json", annotator=ANNOTATORS, sequence=SEQUENCES)
+
+
+def frames_of(sequences):
+    """What stands for the frames files of `sequences`: the files, or their shards' markers."""
+    if SHARD_SIZE:
+        return sorted({f"{RESULTS}/shards/frames/{SHARD_OF[s]}.tsv" for s in sequences})
+    return [f"{RESULTS}/frames/{s}.h5" for s in sequences]
+
+
 def metrics_inputs(wildcards):
     """Inputs of `metrics`: the fit and model files, plus ground truth (and frames, for scale) when known."""
     inputs = {
@@ -96,3 +142,54 @@ def all_targets():
         [f"{RESULTS}/preview/head_model.png", f"{RESULTS}/report/index.md"]
         + expand(f"{RESULTS}/dataset/{{annotator}}/{{split}}.h5", annotator=ANNOTATORS, split=SPLITS)
     )
+
+
+# ---- sharded stages (rules/shards.smk): `{sequence}` in these templates is filled by `neuface shard`
+def per_sequence(stage, ext="h5", per_annotator=False):
+    """A params function: the per-sequence path template of `stage` (`{sequence}` left for `neuface shard`)."""
+    def template(wildcards):
+        sub = f"{wildcards.annotator}/" if per_annotator else ""
+        return f"{RESULTS}/{stage}/{sub}{{sequence}}.{ext}"
+    return template
+
+
+def shard_options(output, inputs=(), sheet_inputs=False):
+    """A params function: the `neuface shard` options of a shard job (its templates are per_sequence functions)."""
+    def options(wildcards):
+        opts = [f"--sheet {config['samples']}", f"--shard {wildcards.shard}", f"--shard-size {SHARD_SIZE}",
+                f"--max-crash-fraction {config['scale']['max_crash_fraction']}", f"--output '{output(wildcards)}'"]
+        opts += [f"--input '{template(wildcards)}'" for template in inputs]
+        return " ".join(opts + (["--sheet-inputs"] if sheet_inputs else []))
+    return options
+
+
+def shard_runtime(stage):
+    """A resources function: minutes for K sequences of `stage`, doubled per attempt."""
+    return lambda wildcards, attempt: max(5, round(config["scale"]["minutes_per_sequence"][stage] * SHARD_SIZE)) * 2 ** (attempt - 1)
+
+
+def shard_videos(wildcards):
+    """Videos of a shard that rules of this workflow make (demo, benchmark): inputs for the job order.
+
+    Existing videos are not inputs: a million of them cost Snakemake a minute of planning per run. A changed
+    sheet row still reruns its shard (shard_rows_digest is a param), and `neuface shard` redoes a sequence whose
+    video is newer than its frames file; after replacing videos in place, `--forcerun frames_shard`.
+    """
+    made = tuple(f"{d}/" for d in GENERATED_DIRS)
+    return [p for s in SHARDS[wildcards.shard] for p in VIDEOS[s] if p.startswith(made)]
+
+
+SHARD_ROWS = shard_rows_digests(SHEET, SHARDS)  # shard -> digest of its sheet rows
+
+
+def shard_rows_digest(wildcards):
+    """A params function: the digest of the shard's sheet rows (a changed row reruns its shard)."""
+    return SHARD_ROWS[wildcards.shard]
+
+
+def shard_marker(stage, per_annotator=False):
+    """An input function: the marker of the same shard (and annotator) in an upstream `stage`."""
+    def marker(wildcards):
+        sub = f"{wildcards.annotator}/" if per_annotator else ""
+        return f"{RESULTS}/shards/{stage}/{sub}{wildcards.shard}.tsv"
+    return marker

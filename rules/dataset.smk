@@ -3,7 +3,7 @@
 
 rule filter:
     input:
-        fits=expand(f"{RESULTS}/fits/{{{{annotator}}}}/{{sequence}}.h5", sequence=SEQUENCES),
+        fits=lambda wildcards: fits_of(wildcards.annotator),
     output:
         f"{RESULTS}/filter/{{annotator}}.tsv",
     params:

@@ -21,12 +21,9 @@ rule metrics:
 
 rule report:
     input:
-        metrics=expand(f"{RESULTS}/metrics/{{annotator}}/{{sequence}}.json", annotator=ANNOTATORS,
-                       sequence=SEQUENCES),
-        overlay_fits=expand(f"{RESULTS}/fits/{{annotator}}/{{sequence}}.h5", annotator=OVERLAY_ANNOTATORS,
-                            sequence=OVERLAY_SEQUENCES),
-        overlay_frames=expand(f"{RESULTS}/frames/{{sequence}}.h5", annotator=OVERLAY_ANNOTATORS,
-                              sequence=OVERLAY_SEQUENCES),
+        metrics=all_metrics(),
+        overlay_fits=[f for a in OVERLAY_ANNOTATORS for f in fits_of(a, OVERLAY_SEQUENCES)],
+        overlay_frames=[f for a in OVERLAY_ANNOTATORS for f in frames_of(OVERLAY_SEQUENCES)],
         model=ASSETS["flame_model"],
         embedding=ASSETS["landmark_embedding"],
     output:
@@ -41,12 +38,15 @@ rule report:
         index=f"{RESULTS}/report/index.md",
     params:
         outdir=lambda wildcards, output: str(Path(output.index).parent),
-        metrics_dir=lambda wildcards, input: str(Path(input.metrics[0]).parent.parent),
+        metrics_dir=lambda wildcards, input: (
+            f"{RESULTS}/metrics" if SHARD_SIZE else str(Path(input.metrics[0]).parent.parent)
+        ),
         sheet=config["samples"],
         table2=" ".join(config["report"]["table2"]),
         table3=" ".join(config["report"]["table3"]),
+        fits=lambda wildcards, input: " ".join(f for f, _ in overlay_fit_and_frames(input)),
         overlays=lambda wildcards, input: " ".join(
-            f"--overlay-fit {f} --overlay-frames {h}" for f, h in zip(input.overlay_fits, input.overlay_frames)
+            f"--overlay-fit {f} --overlay-frames {h}" for f, h in overlay_fit_and_frames(input)
         ),
         options=cli_options("report", {"split": "--split", "overlay_max_frames": "--overlay-max-frames",
                                        "overlay_size": "--overlay-size"}),
@@ -58,5 +58,5 @@ rule report:
         f"{BENCH}/report/report.tsv"
     shell:
         "neuface --log-file {log} report --metrics {params.metrics_dir} --sheet {params.sheet} --out {params.outdir}"
-        " --annotators {params.table2} --variants {params.table3} --fits {input.overlay_fits} {params.overlays}"
+        " --annotators {params.table2} --variants {params.table3} --fits {params.fits} {params.overlays}"
         " --flame {input.model} --embedding {input.embedding} {params.options}"

@@ -22,7 +22,7 @@ log = logging.getLogger("neuface")
 #: Subcommand modules, in the order they appear in ``neuface --help``.
 COMMAND_MODULES = (
     "index", "frames", "landmarks", "crops", "kit", "synth", "demo", "assets", "encoder", "fit",
-    "filter", "pack", "h5", "metrics", "gtlandmarks", "report", "render", "summary",
+    "filter", "pack", "h5", "metrics", "gtlandmarks", "report", "render", "summary", "shard",
 )
 
 

@@ -34,6 +34,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                         help="a failing view of a multi-view sequence is dropped (default) or fails it")
     parser.add_argument("--compression", choices=("lzf", "gzip", "none"), default="lzf",
                         help="HDF5 compression of the frames (lzf: fast; gzip: level 1, smaller)")
+    parser.add_argument("--expected-views", default=None,
+                        help="comma-separated views the sequence's dataset has (default: from the sheet: the union "
+                             "over the sequence's dataset); a missing one is reported")
     parser.add_argument("--status-json", default=None, help="also write the status record to this JSON file")
     parser.set_defaults(func=_frames)
 
@@ -45,8 +48,17 @@ def _frames(args: argparse.Namespace) -> int:
         raise NeufaceError(f"sequence {args.sequence!r} is not in the sample sheet {args.sheet}")
     status = extract_sequence(
         rows, args.out, fps=args.fps, max_frames=args.max_frames, max_size=args.max_size,
-        expected_views=expected_views(sheet, args.sequence), on_view_error=args.on_view_error,
+        expected_views=_expected_views(args, sheet), on_view_error=args.on_view_error,
         compression=None if args.compression == "none" else args.compression)
     if args.status_json:
         write_status(status, args.status_json)
     return 0
+
+
+def _expected_views(args: argparse.Namespace, sheet) -> list[str]:
+    if args.expected_views is None:
+        return expected_views(sheet, args.sequence)
+    views = sorted({v.strip() for v in args.expected_views.split(",") if v.strip()})
+    if not views:
+        raise NeufaceError(f"--expected-views is empty: {args.expected_views!r}")
+    return views

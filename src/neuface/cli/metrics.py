@@ -14,7 +14,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--fit", required=True, help="fit file (results/fits/<annotator>/<sequence>.h5)")
     parser.add_argument("--flame", required=True, help="FLAME-format model the fit used")
     parser.add_argument("--embedding", required=True, help="DECA-format landmark embedding")
-    parser.add_argument("--gt", default=None, help="ground-truth .npz (synthetic sequences): adds MPVE, nme_gt")
+    parser.add_argument("--gt", default=None,
+                        help="ground-truth .npz (synthetic sequences): adds MPVE, nme_gt ('' = none)")
     parser.add_argument("--frames", default=None,
                         help="frames file: rescales GT landmarks when the frames were resized (with --gt)")
     parser.add_argument("--out", required=True, help="output JSON (results/metrics/<annotator>/<sequence>.json)")
@@ -46,6 +47,7 @@ def _run(args: argparse.Namespace) -> int:
 
     if args.chunk < 1:
         raise NeufaceError(f"--chunk must be >= 1, got {args.chunk}")
+    args.gt = args.gt or None  # '' = no ground truth (a sheet's empty ground_truth cell)
     fit = read_fit_arrays(args.fit)
     n_shape = fit["shape"].shape[-1] if "shape" in fit else 100
     n_exp = fit["expression"].shape[-1] if "expression" in fit else 50

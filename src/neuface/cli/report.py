@@ -55,14 +55,17 @@ def _run(args: argparse.Namespace) -> int:
         if not sep or not key:
             raise NeufaceError(f"--label must be ANNOTATOR=LABEL, got {item!r}")
         labels[key] = value
+    # with sharding a crashed sequence has no fit file (its shard marker says why): leave it out, loudly
+    overlays = [(f, h) for f, h in zip(args.overlay_fit, args.overlay_frames, strict=True) if _exists(f, h)]
+    fits = [f for f in args.fits if _exists(f)]
     flame = None
-    if args.overlay_fit:
+    if overlays:
         if not (args.flame and args.embedding):
             raise NeufaceError("--overlay-fit needs --flame and --embedding")
         from neuface.flame import FlameLayer
         from neuface.metrics.fitfile import read_fit_arrays
 
-        first = read_fit_arrays(args.overlay_fit[0])
+        first = read_fit_arrays(overlays[0][0])
         n_shape = first["shape"].shape[-1] if "shape" in first else 100
         n_exp = first["expression"].shape[-1] if "expression" in first else 50
         flame = FlameLayer.from_files(args.flame, args.embedding, n_shape=n_shape, n_exp=n_exp)
@@ -71,8 +74,16 @@ def _run(args: argparse.Namespace) -> int:
     sheet = read_sheet(args.sheet) if args.sheet else None
     metrics = expand_metric_paths(args.metrics)
     made = build_report(metrics, args.out, sheet=sheet, annotators=args.annotators, variants=args.variants,
-                        split=args.split, labels=labels, fits=args.fits,
-                        overlays=list(zip(args.overlay_fit, args.overlay_frames, strict=True)), flame=flame,
+                        split=args.split, labels=labels, fits=fits, overlays=overlays, flame=flame,
                         overlay_tile=args.overlay_size, overlay_max_frames=args.overlay_max_frames)
     log.info("report written to %s (%s)", args.out, ", ".join(k for k, v in made.items() if v))
     return 0
+
+
+def _exists(*paths: str) -> bool:
+    from pathlib import Path
+
+    missing = [p for p in paths if not Path(p).exists()]
+    for p in missing:
+        log.warning("%s does not exist (its sequence failed upstream): left out of the report", p)
+    return not missing
