@@ -1,6 +1,7 @@
 # Synthetic ground-truth benchmark (config/benchmark/config.yaml): sequences rendered from the configured head
 # model with known parameters; landmarks are the ground truth plus a detector-like noise model, so the rest of
 # the DAG (crops, fits, filter, metrics, report) runs unchanged and the report gains MPVE.
+# The sheet's paths pick the rig: <dir>/mead/<sequence>/<view>.mp4 (7 views) or <dir>/mono/<sequence>/front.mp4.
 
 if BENCHMARK:
     MEAD_VIEWS_ORDER = ["front", "down", "top", "left_30", "left_60", "right_30", "right_60"]
@@ -10,12 +11,10 @@ if BENCHMARK:
             model=ASSETS["flame_model"],
             embedding=ASSETS["landmark_embedding"],
         output:
-            videos=expand(f"{BENCHMARK['dir']}/{{{{sequence}}}}/{{view}}.mp4", view=MEAD_VIEWS_ORDER),
-            gt=f"{BENCHMARK['dir']}/{{sequence}}/gt.npz",
-        wildcard_constraints:
-            sequence=BENCHMARK_MULTIVIEW,
+            videos=expand(f"{BENCHMARK['dir']}/mead/{{{{sequence}}}}/{{view}}.mp4", view=MEAD_VIEWS_ORDER),
+            gt=f"{BENCHMARK['dir']}/mead/{{sequence}}/gt.npz",
         params:
-            pattern=lambda wildcards: f"{BENCHMARK['dir']}/{wildcards.sequence}/{{view}}.mp4",
+            pattern=lambda wildcards, output: str(Path(output.gt).parent / "{view}.mp4"),
             seed=lambda wildcards: sequence_seed(wildcards.sequence),
             options=cli_options_of(BENCHMARK, {"frames": "--frames", "size": "--size", "fps": "--fps"}),
         conda:
@@ -33,10 +32,8 @@ if BENCHMARK:
             model=ASSETS["flame_model"],
             embedding=ASSETS["landmark_embedding"],
         output:
-            video=f"{BENCHMARK['dir']}/{{sequence}}/front.mp4",
-            gt=f"{BENCHMARK['dir']}/{{sequence}}/gt.npz",
-        wildcard_constraints:
-            sequence=BENCHMARK_MONOCULAR,
+            video=f"{BENCHMARK['dir']}/mono/{{sequence}}/front.mp4",
+            gt=f"{BENCHMARK['dir']}/mono/{{sequence}}/gt.npz",
         params:
             seed=lambda wildcards: sequence_seed(wildcards.sequence),
             options=cli_options_of(BENCHMARK, {"frames": "--frames", "size": "--size", "fps": "--fps"}),

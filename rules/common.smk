@@ -29,9 +29,6 @@ ANNOTATORS = list(config["fitting"]["annotators"])
 GROUND_TRUTH = (
     SHEET.groupby("sequence")["ground_truth"].first().to_dict() if "ground_truth" in SHEET.columns else {}
 )
-_VIEW_COUNTS = SHEET.groupby("sequence")["view"].nunique()
-BENCHMARK_MULTIVIEW = "|".join(_VIEW_COUNTS[_VIEW_COUNTS > 1].index) or "^$"
-BENCHMARK_MONOCULAR = "|".join(_VIEW_COUNTS[_VIEW_COUNTS == 1].index) or "^$"
 OVERLAY_SEQUENCES = SEQUENCES[: config["report"]["overlay_sequences"]]
 # Sharding (rules/shards.smk): 0 = a job per (stage, sequence); K = a job per (stage, shard of K sequences).
 SHARD_SIZE = config["scale"]["shard_size"]

@@ -116,9 +116,9 @@ def test_tiny_synthetic_benchmark_reports_mpve(override, tmp_path):
     bench = tmp_path / "bench"
     rows = ["sequence\tview\tsplit\tpath\tdataset\tsubject\temotion\tground_truth"]
     views = ["front", "down", "top", "left_30", "left_60", "right_30", "right_60"]
-    rows += [f"bm_mead\t{v}\tval\t{bench}/bm_mead/{v}.mp4\tsynth_mead\tS1\tneutral\t{bench}/bm_mead/gt.npz"
+    rows += [f"bm_mead\t{v}\tval\t{bench}/mead/bm_mead/{v}.mp4\tsynth_mead\tS1\tneutral\t{bench}/mead/bm_mead/gt.npz"
              for v in views]
-    rows.append(f"bm_mono\tmono\tval\t{bench}/bm_mono/front.mp4\tsynth_mono\tS2\t\t{bench}/bm_mono/gt.npz")
+    rows.append(f"bm_mono\tmono\tval\t{bench}/mono/bm_mono/front.mp4\tsynth_mono\tS2\t\t{bench}/mono/bm_mono/gt.npz")
     sheet = tmp_path / "bench.tsv"
     sheet.write_text("\n".join(rows) + "\n")
     cfg = yaml.safe_load(override.read_text())
