@@ -187,6 +187,24 @@ def test_too_many_crashes_fail_the_shard_and_a_retry_redoes_only_those(tmp_path,
     assert [o.status for o in outcomes] == ["ok", "reused", "reused", "reused"]
 
 
+def test_a_preempted_command_stops_the_shard_for_a_requeue(tmp_path, inputs):
+    from neuface.fitting.checkpoint import PREEMPTED_EXIT_CODE as FIT_PREEMPTED
+    from neuface.shards import PREEMPTED_EXIT_CODE
+
+    assert PREEMPTED_EXIT_CODE == FIT_PREEMPTED
+    ids, sheet = inputs
+    stage = FakeStage()
+
+    def execute(argv):  # SIGTERM arrives during the second sequence: it checkpoints and returns 143
+        return PREEMPTED_EXIT_CODE if ids[1] in argv else stage(argv)
+
+    code, outcomes = run_shard(task(tmp_path, sheet), execute)
+    assert code == PREEMPTED_EXIT_CODE and [o.sequence for o in outcomes] == [ids[0]]
+    assert not (tmp_path / "markers/shard-00000.tsv").exists() and stage.ran() == [ids[0]]
+    resumed = FakeStage()
+    assert run_shard(task(tmp_path, sheet), resumed)[0] == 0 and resumed.ran() == ids[1:4]
+
+
 def test_missing_inputs_are_recorded_but_all_missing_fails(tmp_path, inputs):
     ids, sheet = inputs
     (tmp_path / f"in/{ids[2]}.txt").unlink()

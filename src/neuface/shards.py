@@ -53,6 +53,9 @@ SHARD_PREFIX = "shard-"
 STATUSES = ("ok", "reused", "missing_input", "error", "crashed")
 MARKER_COLUMNS = ("sequence", "status", "seconds", "output", "message")
 _PLACEHOLDER = re.compile(r"\{(\w+)\}")
+#: Exit code of a command stopped by SIGTERM after checkpointing (= neuface.fitting.checkpoint's
+#: PREEMPTED_EXIT_CODE): the whole shard stops with it, so that the scheduler requeues it and it resumes.
+PREEMPTED_EXIT_CODE = 143
 
 
 def shard_name(index: int) -> str:
@@ -159,7 +162,8 @@ def run_shard(task: ShardTask, execute: Executor) -> tuple[int, list[Outcome]]:
     """Run ``task`` with ``execute(argv) -> exit code`` per sequence; returns the exit code and the outcomes.
 
     Exit code 0 (marker written) unless more than ``max_crash_fraction`` of the sequences ended ``error`` or
-    ``crashed``; then 1 and no marker (the journal keeps what finished).
+    ``crashed``: then 1 and no marker (the journal keeps what finished). A command that returns
+    :data:`PREEMPTED_EXIT_CODE` (it caught SIGTERM and checkpointed) stops the shard with that code, no marker.
     """
     sheet = read_sheet(task.sheet)
     members = shard_members(sheet["sequence"].unique(), task.shard, task.shard_size)
@@ -175,6 +179,10 @@ def run_shard(task: ShardTask, execute: Executor) -> tuple[int, list[Outcome]]:
         for sequence in bar:
             values = _placeholders(by_sequence[sequence], dataset_views, shard_sheet, sheet.columns)
             outcome = _run_one(task, values, journal, execute)
+            if outcome.status == "preempted":
+                log.warning("%s: stopped by a signal during %s; exiting with %d (finished sequences are kept in %s)",
+                            task.shard, sequence, PREEMPTED_EXIT_CODE, task.journal)
+                return PREEMPTED_EXIT_CODE, outcomes
             outcomes.append(outcome)
             (log.info if outcome.status in ("ok", "reused") else log.warning)(
                 "%s %s: %s%s (%.1f s)", task.command[0], sequence, outcome.status,
@@ -221,6 +229,8 @@ def _run_one(task: ShardTask, values: dict[str, str], journal: dict[str, dict], 
         _release_memory()
         return Outcome(sequence, "crashed", time.perf_counter() - t0, str(output), f"{type(exc).__name__}: {exc}")
     seconds = time.perf_counter() - t0
+    if code == PREEMPTED_EXIT_CODE:
+        return Outcome(sequence, "preempted", seconds, str(output))
     if code != 0:
         output.unlink(missing_ok=True)
         return Outcome(sequence, "error", seconds, str(output), f"exit code {code} (see the log above)")
