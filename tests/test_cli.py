@@ -66,3 +66,15 @@ def test_makefile_and_rules_call_existing_subcommands():
     texts = [(repo / "Makefile").read_text()] + [p.read_text() for p in (repo / "rules").glob("*.smk")]
     called = {m for t in texts for m in re.findall(r"neuface (?:--log-file \{log\} )?([a-z][a-z-]*)", t)}
     assert called and called <= choices, called - choices
+
+
+def test_building_the_command_line_imports_no_torch():
+    """Every per-sequence job starts `neuface`: parsing must not pay torch's import (seconds) when the command
+    does not need it (e.g. `frames`, `crops`, `shard` of CPU stages)."""
+    import subprocess
+    import sys
+
+    code = "import sys; from neuface.cli import build_parser; build_parser(); print(sorted({m.split('.')[0] " \
+           "for m in sys.modules} & {'torch', 'roma', 'cv2', 'dlib'}))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

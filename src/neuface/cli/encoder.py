@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from neuface.encoders.pretrain import PretrainSettings
+    from neuface.pretrain_settings import PretrainSettings
 
     d = PretrainSettings()
     parser = sub.add_parser("encoder", help="pre-train the builtin encoder; inspect encoder weights")

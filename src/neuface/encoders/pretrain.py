@@ -23,35 +23,12 @@ from neuface.errors import NeufaceError
 from neuface.flame.layer import FlameLayer
 from neuface.geometry.camera import WeakPerspectiveCamera, weak_perspective_project
 from neuface.geometry.rotations import axis_angle_to_matrix, matrix_to_axis_angle
+from neuface.pretrain_settings import PretrainSettings
 from neuface.render import render_mesh
 
 log = logging.getLogger(__name__)
 
 CROP_SCALE = 1.1 * 1.25  # crop side / landmark box size (DECA)
-
-
-@dataclass
-class PretrainSettings:
-    """Training settings (recorded in the saved file). Defaults run in ~1-2 min on 2 CPU cores."""
-
-    steps: int = 200
-    batch_size: int = 16
-    pool_size: int = 96
-    channels_last: bool = True
-    lr: float = 2e-3
-    seed: int = 0
-    # Identities stay inside the dataset filter's ||beta||_2 <= 1 (paper appendix): E||beta|| ~ 0.06 * sqrt(100).
-    shape_std: float = 0.06
-    exp_std: float = 1.0
-    yaw_deg: float = 40.0
-    pitch_deg: float = 20.0
-    roll_deg: float = 10.0
-    jaw_max: float = 0.35
-    scale_jitter: float = 0.1
-    shift_jitter: float = 0.06
-    w_landmarks: float = 10.0
-    w_params: float = 1.0
-    image_size: int = 224
 
 
 @dataclass
