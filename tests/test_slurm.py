@@ -107,6 +107,16 @@ def test_group_components_are_configurable(workdir):
     assert group_jobs(proc.stdout + proc.stderr).count("prep") == 3  # one group job per sequence
 
 
+def test_sharded_dry_run_groups_each_shards_stages(workdir):
+    """With scale.shard_size the slurm profile makes one front-end job per shard and one fit job per (annotator,
+    shard): 3 demo sequences in shards of 2 -> 2 prep_shard and 2 x 3 fitting_shard group jobs."""
+    (workdir / "sharded.yaml").write_text(yaml.safe_dump({**TINY, "scale": {"shard_size": 2}}))
+    proc = snakemake(workdir, "--profile", str(SLURM_PROFILE), "--configfile", "sharded.yaml", "-n")
+    groups = group_jobs(proc.stdout + proc.stderr)
+    assert groups.count("prep_shard") == 2 and groups.count("fitting_shard") == 6, groups
+    assert "rule frames:" not in proc.stdout and "rule fit_shard:" in proc.stdout
+
+
 def test_local_profile_never_runs_two_gpu_jobs_at_once(workdir):
     """Two independent rules marked as GPU rules (both ready once the kit exists) run one after the other."""
     pair = ("demo_synth_mono", "preview_head")
