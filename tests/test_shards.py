@@ -205,6 +205,25 @@ def test_a_preempted_command_stops_the_shard_for_a_requeue(tmp_path, inputs):
     assert run_shard(task(tmp_path, sheet), resumed)[0] == 0 and resumed.ran() == ids[1:4]
 
 
+def test_summary_reports_failed_sequences_per_stage(tmp_path, inputs, run_cli, capfd):
+    from neuface.shards import marker_summary
+
+    ids, sheet = inputs
+    (tmp_path / f"in/{ids[9]}.txt").unlink()
+    for shard in ("shard-00000", "shard-00001", "shard-00002"):
+        t = task(tmp_path, sheet, shard, marker=tmp_path / f"results/shards/stage/{shard}.tsv",
+                 max_crash_fraction=0.5)
+        run_shard(t, FakeStage(crash={ids[5]}))
+    summary = marker_summary(tmp_path / "results/shards")
+    assert list(summary) == ["stage"] and summary["stage"]["shards"] == 3
+    assert summary["stage"]["counts"] == {"ok": 8, "reused": 0, "missing_input": 1, "error": 0, "crashed": 1}
+    assert [f[:2] for f in summary["stage"]["failed"]] == [(ids[5], "crashed"), (ids[9], "missing_input")]
+    capfd.readouterr()
+    assert run_cli("summary", tmp_path / "results") == 0
+    err = capfd.readouterr().err
+    assert "3 shard(s): 8 ok, 1 missing_input, 1 crashed" in err and "CUDA error on seq05" in err
+
+
 def test_missing_inputs_are_recorded_but_all_missing_fails(tmp_path, inputs):
     ids, sheet = inputs
     (tmp_path / f"in/{ids[2]}.txt").unlink()

@@ -325,3 +325,21 @@ def write_marker(path: Path, outcomes: list[Outcome]) -> None:
 def read_marker(path: str | os.PathLike) -> pd.DataFrame:
     """A marker written by :func:`write_marker` as a DataFrame of strings."""
     return pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False, quoting=csv.QUOTE_NONE)
+
+
+def marker_summary(shards_dir: str | os.PathLike) -> dict[str, dict]:
+    """Markers under ``results/shards`` by stage (``fit/neuface``, ``frames``, ...): shard count, sequence count
+    per status, and the failed (``error``/``crashed``/``missing_input``) sequences with their messages."""
+    summary: dict[str, dict] = {}
+    for path in sorted(Path(shards_dir).rglob(f"{SHARD_PREFIX}*.tsv")):
+        if path.name.endswith(".journal.tsv"):
+            continue
+        stage = path.parent.relative_to(shards_dir).as_posix()
+        entry = summary.setdefault(stage, {"shards": 0, "counts": dict.fromkeys(STATUSES, 0), "failed": []})
+        entry["shards"] += 1
+        marker = read_marker(path)
+        for sequence, status, message in zip(marker["sequence"], marker["status"], marker["message"], strict=True):
+            entry["counts"][status] = entry["counts"].get(status, 0) + 1
+            if status in ("error", "crashed", "missing_input"):
+                entry["failed"].append((sequence, status, message))
+    return summary

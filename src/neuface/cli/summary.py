@@ -39,5 +39,19 @@ def _summary(args: argparse.Namespace) -> int:
     log.info("outputs under %s:", results.resolve())
     for stage, files in stages.items():
         log.info("  %-12s %d file(s), e.g. %s", stage, len(files), files[0])
+    _shard_summary(results / "shards")
     log.info("logs: %s   benchmarks: %s", results / "logs", results / "benchmarks")
     return 0
+
+
+def _shard_summary(shards_dir: Path, shown: int = 5) -> None:
+    """Per sharded stage: sequences by outcome, and the first failed ones (all of them are in the markers)."""
+    from neuface.shards import marker_summary
+
+    for stage, entry in marker_summary(shards_dir).items():
+        counts = ", ".join(f"{n} {status}" for status, n in entry["counts"].items() if n)
+        log.info("  shards/%-12s %d shard(s): %s", stage, entry["shards"], counts)
+        for sequence, status, message in entry["failed"][:shown]:
+            log.warning("    %s %s: %s", sequence, status, message)
+        if len(entry["failed"]) > shown:
+            log.warning("    ... %d more: see the markers under %s", len(entry["failed"]) - shown, shards_dir / stage)
