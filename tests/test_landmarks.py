@@ -291,3 +291,20 @@ def test_fan_backend_on_cuda_matches_cpu(astronaut_path):
     gpu = FanBackend(fa=fa, device="cuda").landmarks(img, boxes)
     np.testing.assert_allclose(gpu[0], cpu[0], atol=0.3)
     np.testing.assert_allclose(gpu[1], cpu[1], rtol=1e-3, atol=1e-4)
+
+
+def test_cli_loads_the_backend_once_per_process(tmp_path, carphone_frames, monkeypatch, run_cli):
+    """`neuface shard` runs `landmarks` for many sequences in one process: the models are loaded once."""
+    import neuface.cli.landmarks as cli_landmarks
+
+    made = []
+    real = cli_landmarks.make_backend
+    monkeypatch.setattr(cli_landmarks, "make_backend", lambda *a, **k: made.append(a) or real(*a, **k))
+    cli_landmarks._backend.cache_clear()
+    try:
+        for i in range(2):
+            assert run_cli("landmarks", "--frames", carphone_frames, "--out", tmp_path / f"l{i}.h5",
+                           "--backend", "dlib") == 0
+    finally:
+        cli_landmarks._backend.cache_clear()
+    assert len(made) == 1 and (tmp_path / "l1.h5").exists()

@@ -8,6 +8,7 @@ says which file to put where.
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 
 from neuface.landmarks.backends import BACKENDS, make_backend
@@ -41,14 +42,21 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _landmarks(args: argparse.Namespace) -> int:
     upstream = read_status(args.frames)
     if upstream.ok:
-        backend = make_backend(args.backend, device=args.device, min_score=args.min_score,
-                               batch_size=args.batch_size, det_size=args.det_size)
+        backend = _backend(args.backend, args.device, args.min_score, args.batch_size, args.det_size)
     else:
         backend = _NoBackend(args.backend)  # nothing to compute: do not load (or require) any weights
     status = detect_sequence(args.frames, args.out, backend, batch_size=args.batch_size)
     if args.status_json:
         write_status(status, args.status_json)
     return 0
+
+
+@functools.lru_cache(maxsize=2)
+def _backend(name: str, device: str, min_score: float | None, batch_size: int, det_size: int):
+    """make_backend, once per process and settings: `neuface shard` runs this command for many sequences in one
+    process, and loading FAN + S3FD (or dlib's predictor) per clip would cost as much as detecting. Backends
+    keep no per-sequence state (tracking lives in detect_sequence)."""
+    return make_backend(name, device=device, min_score=min_score, batch_size=batch_size, det_size=det_size)
 
 
 class _NoBackend:
