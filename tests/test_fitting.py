@@ -367,3 +367,33 @@ def test_cli_fit_writes_the_fit(kit, synth, pretrained, tmp_path, monkeypatch):
                    str(kit["flame"]), "--embedding", str(kit["embedding"]), "--annotator", "neuface",
                    "--settings", '{"bogus": 1}', "--out", str(out)])
     assert rc == 2
+
+
+def test_fits_in_one_process_load_the_encoder_once_and_start_from_its_weights(kit, synth, pretrained, tmp_path,
+                                                                                monkeypatch):
+    """`neuface shard` fits many sequences in one process: the encoder file is read once, and every fit starts
+    from the loaded weights (NeuFace changes its copy), so the second fit equals the first."""
+    calls = []
+
+    def loader(kind, weights, device):
+        calls.append(kind)
+        return copy.deepcopy(pretrained)
+
+    monkeypatch.setattr(api, "load_encoder", loader)
+    weights = tmp_path / "weights.pt"
+    weights.write_bytes(b"stand-in")
+    settings = resolve_annotator("neuface", {"progress": False, "lr": 5e-4, "n_passes": 1, "window_frames": 6,
+                                             "encoder": "builtin", "encoder_weights": str(weights),
+                                             "deterministic": True})
+    fits = []
+    for i in range(2):
+        status = api.run_fit(synth.crops, synth.landmarks, kit["flame"], kit["embedding"], "neuface", settings,
+                             tmp_path / f"fit{i}.h5")
+        assert status.ok, status.reason
+        fits.append(read_fit(tmp_path / f"fit{i}.h5"))
+    assert calls == ["builtin"]
+    assert np.abs(fits[0]["global_pose"] - fits[1]["global_pose"]).max() == 0
+    assert np.abs(fits[0]["global_pose"] - fit(kit, synth, tmp_path, "regress", pretrained)[1]["global_pose"]).max() > 0
+    weights.write_bytes(b"replaced")  # a new file (size changes) is loaded again
+    api.run_fit(synth.crops, synth.landmarks, kit["flame"], kit["embedding"], "neuface", settings, tmp_path / "f.h5")
+    assert calls == ["builtin", "builtin"]
