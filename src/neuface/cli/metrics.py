@@ -40,10 +40,10 @@ def _run(args: argparse.Namespace) -> int:
     import torch
 
     from neuface.errors import NeufaceError
-    from neuface.flame import FlameLayer
     from neuface.io_utils import atomic_path
     from neuface.metrics import sequence_metrics
     from neuface.metrics.fitfile import read_fit_arrays
+    from neuface.process_cache import cached_flame_layer
 
     if args.chunk < 1:
         raise NeufaceError(f"--chunk must be >= 1, got {args.chunk}")
@@ -51,7 +51,7 @@ def _run(args: argparse.Namespace) -> int:
     fit = read_fit_arrays(args.fit)
     n_shape = fit["shape"].shape[-1] if "shape" in fit else 100
     n_exp = fit["expression"].shape[-1] if "expression" in fit else 50
-    flame = FlameLayer.from_files(args.flame, args.embedding, n_shape=n_shape, n_exp=n_exp).to(args.device)
+    flame = cached_flame_layer(args.flame, args.embedding, n_shape=n_shape, n_exp=n_exp, device=args.device)
     scale = None
     if args.gt and args.frames and fit["status"].ok:
         scale = _gt_pixel_scale(args.gt, args.frames)

@@ -21,7 +21,7 @@ from neuface.fitting.config import AnnotatorSettings, config_hash
 from neuface.fitting.data import load_sequence, upstream_status
 from neuface.fitting.forward import FitFailure, deterministic_mode, predict_landmarks_px, resolve_device
 from neuface.fitting.output import STAGE, FitMeta, write_fit
-from neuface.flame import FlameLayer
+from neuface.process_cache import ProcessCache, cached_flame_layer, file_key
 from neuface.status import StageStatus
 
 log = logging.getLogger(__name__)
@@ -36,53 +36,19 @@ def load_encoder(kind: str, weights: str | None, device: torch.device | str):
     return _load(kind, weights, device)
 
 
-def _file_key(path: str | os.PathLike | None) -> tuple:
-    """A cache key that changes when the file does: (resolved path, mtime_ns, size)."""
-    if path is None:
-        return (None,)
-    st = os.stat(path)
-    return (str(Path(path).resolve()), st.st_mtime_ns, st.st_size)
-
-
-class _ProcessCache:
-    """Models loaded once per process and settings, for `neuface shard` (many fits in one process): the FLAME
-    layer (read-only in a fit), the file hash, and a pristine encoder that every fit gets a deep copy of (NeuFace
-    optimises its weights). Keys include each file's mtime and size, so a replaced file is reloaded."""
-
-    def __init__(self, size: int = 2) -> None:
-        self.size = size
-        self.items: dict[tuple, object] = {}
-
-    def get(self, key: tuple, make):
-        if key not in self.items:
-            while len(self.items) >= self.size:
-                self.items.pop(next(iter(self.items)))
-            self.items[key] = make()
-        return self.items[key]
-
-    def clear(self) -> None:
-        self.items.clear()
-
-
-_FLAMES, _ENCODERS, _HASHES = _ProcessCache(), _ProcessCache(), _ProcessCache(8)
-
-
-def _flame_layer(flame_path, embedding_path, device: torch.device) -> FlameLayer:
-    key = (_file_key(flame_path), _file_key(embedding_path), str(device))
-    return _FLAMES.get(key, lambda: FlameLayer.from_files(flame_path, embedding_path, n_shape=100,
-                                                          n_exp=50).to(device))
+_ENCODERS, _HASHES = ProcessCache(), ProcessCache(8)
 
 
 def _fresh_encoder(kind: str, weights, device: torch.device):
     """A new copy of the encoder (same as loading ``weights`` again, without reading the file again)."""
     loader = load_encoder  # the module attribute at call time (tests replace it)
-    pristine = _ENCODERS.get((id(loader), kind, _file_key(weights), str(device)),
+    pristine = _ENCODERS.get((id(loader), kind, file_key(weights), str(device)),
                              lambda: loader(kind, weights, device))
     return copy.deepcopy(pristine)
 
 
 def _flame_sha256(path) -> str:
-    return _HASHES.get(_file_key(path), lambda: sha256_file(path))
+    return _HASHES.get(file_key(path), lambda: sha256_file(path))
 
 
 def sha256_file(path: str | os.PathLike) -> str:
@@ -128,7 +94,7 @@ def run_fit(crops: str | os.PathLike, landmarks: str | os.PathLike, flame_path: 
     meta.device = str(device)
     seq = load_sequence(crops, landmarks)
     meta.views, meta.n_frames, meta.fps, meta.crop_size = seq.views, seq.n_frames, seq.fps, seq.crop_size
-    flame = _flame_layer(flame_path, embedding_path, device)
+    flame = cached_flame_layer(flame_path, embedding_path, n_shape=100, n_exp=50, device=device)  # read-only
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     t0 = time.perf_counter()
