@@ -45,12 +45,17 @@ def parent_of(key):
     return lambda wildcards, output: str(Path(output[key]).parent)
 
 
+def is_generated(path):
+    """Whether a rule of this workflow makes `path` (demo data, synthetic benchmark)."""
+    return path.startswith(tuple(f"{d}/" for d in GENERATED_DIRS))
+
+
 def videos_of(sequence):
     """Videos of a sequence that exist or that a rule makes (demo, benchmark); a missing one is recorded later."""
     paths = VIDEOS.get(sequence)
     if paths is None:
         raise ValueError(f"sequence {sequence!r} is not in the sample sheet {config['samples']}")
-    return [p for p in paths if any(p.startswith(f"{d}/") for d in GENERATED_DIRS) or Path(p).exists()]
+    return [p for p in paths if is_generated(p) or Path(p).exists()]
 
 
 def video_inputs(wildcards):
@@ -172,8 +177,7 @@ def shard_videos(wildcards):
     sheet row still reruns its shard (shard_rows_digest is a param), and `neuface shard` redoes a sequence whose
     video is newer than its frames file; after replacing videos in place, `--forcerun frames_shard`.
     """
-    made = tuple(f"{d}/" for d in GENERATED_DIRS)
-    return [p for s in SHARDS[wildcards.shard] for p in VIDEOS[s] if p.startswith(made)]
+    return [p for s in SHARDS[wildcards.shard] for p in VIDEOS[s] if is_generated(p)]
 
 
 SHARD_ROWS = shard_rows_digests(SHEET, SHARDS)  # shard -> digest of its sheet rows

@@ -86,12 +86,12 @@ def partition(sequences: Iterable[str], size: int) -> dict[str, list[str]]:
 
 def shard_members(sequences: Iterable[str], shard: str, size: int) -> list[str]:
     """The sequence ids of ``shard`` (as :func:`partition` cuts them); error if the shard is out of range."""
-    ids = sorted(set(sequences))
-    start = shard_index(shard) * size
-    if size < 1 or start >= len(ids):
-        n = -(-len(ids) // max(size, 1))
-        raise NeufaceError(f"{shard} does not exist: {len(ids)} sequences make {n} shard(s) of {size}")
-    return ids[start:start + size]
+    shard_index(shard)  # a clear error for a malformed id
+    shards = partition(sequences, size)
+    if shard not in shards:
+        n_ids = sum(len(members) for members in shards.values())
+        raise NeufaceError(f"{shard} does not exist: {n_ids} sequences make {len(shards)} shard(s) of {size}")
+    return shards[shard]
 
 
 def shard_rows_digests(sheet: pd.DataFrame, shards: dict[str, list[str]]) -> dict[str, str]:
