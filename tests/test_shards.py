@@ -49,6 +49,7 @@ class FakeStage:
         args = dict(zip(argv[1::2], argv[2::2], strict=False))
         seq = args["--seq"]
         if seq in self.crash:
+            Path(args["--out"]).write_text("written, then the command crashed")
             raise RuntimeError(f"CUDA error on {seq}")
         if seq in self.fail:
             return 2

@@ -226,6 +226,7 @@ def _run_one(task: ShardTask, values: dict[str, str], journal: dict[str, dict], 
         code = execute(argv)
     except Exception as exc:  # noqa: BLE001 - isolate the sequence; the traceback goes to the log
         log.error("%s %s crashed:\n%s", task.command[0], sequence, traceback.format_exc())
+        output.unlink(missing_ok=True)  # written before the crash or not: not a result to pass downstream
         _release_memory()
         return Outcome(sequence, "crashed", time.perf_counter() - t0, str(output), f"{type(exc).__name__}: {exc}")
     seconds = time.perf_counter() - t0
