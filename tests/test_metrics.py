@@ -14,12 +14,17 @@ from neuface.metrics import (
     MSI_EPS,
     cvd,
     cvd_per_view,
+    landmark_normaliser,
     mpve,
+    mpve_aligned,
+    mpve_aligned_per_sample,
     msi_3d,
     msi_3d_batch,
     nme,
+    nme_bbox_per_sample,
     nme_per_sample,
     sequence_metrics,
+    similarity_align,
     write_fit_file,
 )
 from neuface.status import StageStatus
@@ -121,15 +126,71 @@ def _face_target(n: int) -> torch.Tensor:
 def test_nme_known_offsets_and_validity():
     target = _face_target(4)
     pred = target + torch.tensor([3.0, 4.0], dtype=torch.float64)  # 5 px on every point
-    assert nme(pred, target) == pytest.approx(5.0)
+    assert nme(pred, target, norm="eye") == pytest.approx(5.0)
     pred[1] += torch.tensor([6.0, 8.0], dtype=torch.float64)  # 15 px on frame 1
     valid = torch.tensor([True, False, True, True])
-    assert nme(pred, target, valid) == pytest.approx(5.0)
-    assert nme(pred, target) == pytest.approx((5 * 3 + 15) / 4)
+    assert nme(pred, target, valid, norm="eye") == pytest.approx(5.0)
+    assert nme(pred, target, norm="eye") == pytest.approx((5 * 3 + 15) / 4)
     target[2, 0] = float("nan")  # a missing detection is not counted
-    per = nme_per_sample(pred, target)
-    assert math.isnan(float(per[2])) and float(per[0]) == pytest.approx(5.0)
-    assert math.isnan(nme(pred, target, torch.zeros(4, dtype=torch.bool)))
+    for norm in ("eye", "bbox"):
+        per = nme_per_sample(pred, target, norm=norm)
+        assert math.isnan(float(per[2])) and math.isfinite(float(per[0]))
+        assert math.isnan(nme(pred, target, torch.zeros(4, dtype=torch.bool), norm=norm))
+    assert float(nme_per_sample(pred, target, norm="eye")[0]) == pytest.approx(5.0)
+    with pytest.raises(ShapeError, match="norm must be one of"):
+        nme(pred, target, norm="iod")
+
+
+def _square_landmarks(side_x: float, side_y: float, corner=(40.0, 70.0)) -> torch.Tensor:
+    """68 points on the border of an axis-aligned ``side_x`` × ``side_y`` box (all four corners included)."""
+    u = torch.linspace(0.0, 1.0, 17, dtype=torch.float64)[:-1]  # 16 per side, 4 sides = 64, + 4 inside
+    x0, y0 = corner
+    sides = [torch.stack([x0 + side_x * u, torch.full_like(u, y0)], -1),
+             torch.stack([torch.full_like(u, x0 + side_x), y0 + side_y * u], -1),
+             torch.stack([x0 + side_x * (1 - u), torch.full_like(u, y0 + side_y)], -1),
+             torch.stack([torch.full_like(u, x0), y0 + side_y * (1 - u)], -1)]
+    inside = torch.tensor([[x0 + 0.3 * side_x, y0 + 0.4 * side_y], [x0 + 0.7 * side_x, y0 + 0.4 * side_y],
+                           [x0 + 0.5 * side_x, y0 + 0.6 * side_y], [x0 + 0.5 * side_x, y0 + 0.8 * side_y]],
+                          dtype=torch.float64)
+    pts = torch.cat(sides + [inside])
+    # outer eye corners (36, 45) on the top edge at 20 % and 80 % of the width: 0.6 * side_x apart
+    pts[36] = torch.tensor([x0 + 0.2 * side_x, y0 + 0.1 * side_y], dtype=torch.float64)
+    pts[45] = torch.tensor([x0 + 0.8 * side_x, y0 + 0.1 * side_y], dtype=torch.float64)
+    return pts
+
+
+def test_bbox_nme_analytic_square_and_rectangle():
+    square = _square_landmarks(100.0, 100.0)
+    assert float(landmark_normaliser(square)) == pytest.approx(100.0, rel=1e-12)  # sqrt(w h)
+    assert float(landmark_normaliser(square, "eye")) == pytest.approx(60.0, rel=1e-12)
+    shifted = square + torch.tensor([3.0, 4.0], dtype=torch.float64)  # every point 5 px off
+    assert nme(shifted, square) == pytest.approx(5.0, rel=1e-12)  # 5 px / 100 px
+    assert nme(shifted, square, norm="bbox") == pytest.approx(5.0, rel=1e-12)
+    assert nme(shifted, square, norm="eye") == pytest.approx(100 * 5.0 / 60.0, rel=1e-12)
+    # a 200 x 50 box has sqrt(w h) = 100 too; the prediction's own box does not matter (target only)
+    rect = _square_landmarks(200.0, 50.0)
+    pred = rect + torch.tensor([0.0, -5.0], dtype=torch.float64)
+    assert float(nme_bbox_per_sample(pred, rect)) == pytest.approx(5.0, rel=1e-12)
+    assert nme(rect, pred) == pytest.approx(5.0, rel=1e-12)  # box of the (shifted) target: same size
+    big = rect * 2.0  # scale both: NME unchanged
+    assert nme(big + torch.tensor([0.0, -10.0], dtype=torch.float64), big) == pytest.approx(5.0, rel=1e-12)
+    # batched with a degenerate target (all points equal: zero box) -> NaN, the others unaffected
+    target = torch.stack([square, torch.full_like(square, 7.0)])
+    per = nme_per_sample(torch.stack([shifted, shifted]), target)
+    assert float(per[0]) == pytest.approx(5.0) and math.isnan(float(per[1]))
+
+
+def test_bbox_nme_matches_naive_loop():
+    rng = np.random.default_rng(5)
+    target = rng.uniform(0, 200, size=(3, 2, 68, 2))
+    pred = target + rng.normal(scale=4.0, size=target.shape)
+    per = nme_per_sample(torch.as_tensor(pred), torch.as_tensor(target), norm="bbox").numpy()
+    for i in range(3):
+        for j in range(2):
+            t, p = target[i, j], pred[i, j]
+            w, h = t[:, 0].max() - t[:, 0].min(), t[:, 1].max() - t[:, 1].min()
+            ref = 100 * np.mean([math.dist(p[k], t[k]) for k in range(68)]) / math.sqrt(w * h)
+            assert per[i, j] == pytest.approx(ref, rel=1e-12)
 
 
 def test_mpve_known_offset():
@@ -138,6 +199,105 @@ def test_mpve_known_offset():
     assert mpve(pred, gt) == pytest.approx(5.0)
     pred_views = torch.stack([gt, pred], dim=1)  # (F, V, N, 3) against (F, 1, N, 3)
     assert mpve(pred_views, gt[:, None]) == pytest.approx(2.5)
+
+
+def _random_rotation(rng: np.random.Generator, n: int) -> np.ndarray:
+    """(n, 3, 3) proper rotations (det +1)."""
+    q, r = np.linalg.qr(rng.normal(size=(n, 3, 3)))
+    q = q * np.sign(np.diagonal(r, axis1=1, axis2=2))[:, None, :]
+    q[np.linalg.det(q) < 0, :, 0] *= -1
+    return q
+
+
+def _naive_umeyama(p: np.ndarray, g: np.ndarray, allow_reflection: bool = False):
+    """Textbook Umeyama for one (N, 3) pair with numpy: (s, R, t, aligned)."""
+    mp, mg = p.mean(0), g.mean(0)
+    cov = sum(np.outer(g[n] - mg, p[n] - mp) for n in range(len(p))) / len(p)
+    u, sv, vt = np.linalg.svd(cov)
+    d = np.eye(3)
+    if not allow_reflection and np.linalg.det(u) * np.linalg.det(vt) < 0:
+        d[2, 2] = -1.0
+    rot = u @ d @ vt
+    s = np.trace(np.diag(sv) @ d) / np.mean(np.sum((p - mp) ** 2, axis=1))
+    t = mg - s * rot @ mp
+    return s, rot, t, np.array([s * rot @ p[n] + t for n in range(len(p))])
+
+
+def test_mpve_aligned_zero_for_a_similar_copy():
+    rng = np.random.default_rng(8)
+    gt = rng.normal(size=(4, 2, 300, 3)) * 0.08  # metres, head-sized
+    rot = _random_rotation(rng, 8).reshape(4, 2, 3, 3)
+    s = rng.uniform(0.5, 2.0, size=(4, 2))
+    t = rng.normal(size=(4, 2, 1, 3))
+    pred = s[..., None, None] * gt @ np.swapaxes(rot, -1, -2) + t
+    p, g = torch.as_tensor(pred), torch.as_tensor(gt)
+    assert mpve(p, g) > 10.0  # far apart before alignment
+    assert mpve_aligned(p, g) == pytest.approx(0.0, abs=1e-9)  # mm
+    assert float(mpve_aligned_per_sample(p, g).abs().max()) < 1e-9
+    aligned, (s_hat, r_hat, t_hat) = similarity_align(p, g, return_transform=True)
+    np.testing.assert_allclose(aligned.numpy(), gt, atol=1e-12)
+    np.testing.assert_allclose(s_hat.numpy(), 1.0 / s, rtol=1e-10)  # the inverse similarity
+    np.testing.assert_allclose(r_hat.numpy(), np.swapaxes(rot, -1, -2), atol=1e-10)
+    np.testing.assert_allclose((s_hat[..., None, None] * p @ r_hat.transpose(-1, -2) + t_hat[..., None, :]).numpy(),
+                               aligned.numpy(), atol=1e-12)
+    # float32 input is promoted (mm scale: float32 rounding of metres is ~1e-5 mm)
+    assert mpve_aligned(p.float(), g.float()) < 1e-3
+
+
+def test_mpve_aligned_matches_naive_loop():
+    rng = np.random.default_rng(9)
+    n_f, n_v, n = 3, 2, 50
+    gt = rng.normal(size=(n_f, n, 3)) * 0.1
+    pred = gt[:, None] @ np.swapaxes(_random_rotation(rng, n_f * n_v).reshape(n_f, n_v, 3, 3), -1, -2) * 1.3
+    pred += rng.normal(size=pred.shape) * 0.01 + rng.normal(size=(n_f, n_v, 1, 3))
+    per = mpve_aligned_per_sample(torch.as_tensor(pred), torch.as_tensor(gt)[:, None]).numpy()  # broadcast
+    aligned, (s, r, t) = similarity_align(torch.as_tensor(pred), torch.as_tensor(gt)[:, None], return_transform=True)
+    for f in range(n_f):
+        for v in range(n_v):
+            s_ref, r_ref, t_ref, al_ref = _naive_umeyama(pred[f, v], gt[f])
+            err = np.mean([np.linalg.norm(al_ref[k] - gt[f, k]) for k in range(n)]) * 1000.0
+            assert per[f, v] == pytest.approx(err, rel=1e-9)
+            assert float(s[f, v]) == pytest.approx(s_ref, rel=1e-9)
+            np.testing.assert_allclose(r[f, v].numpy(), r_ref, atol=1e-9)
+            np.testing.assert_allclose(t[f, v].numpy(), t_ref, atol=1e-9)
+            np.testing.assert_allclose(aligned[f, v].numpy(), al_ref, atol=1e-12)
+    assert mpve_aligned(torch.as_tensor(pred), torch.as_tensor(gt)[:, None]) == pytest.approx(per.mean(), rel=1e-12)
+    # alignment can only lower the error of the best similarity: below the unaligned MPVE
+    assert per.mean() < mpve(torch.as_tensor(pred), torch.as_tensor(gt)[:, None])
+
+
+def test_similarity_align_never_reflects():
+    rng = np.random.default_rng(10)
+    gt = rng.normal(size=(200, 3)) * np.array([0.08, 0.1, 0.06])
+    mirrored = gt * np.array([-1.0, 1.0, 1.0]) @ _random_rotation(rng, 1)[0].T + 0.05  # reflection + motion
+    s_ref, r_ref, _, al_ref = _naive_umeyama(mirrored, gt, allow_reflection=True)
+    assert np.linalg.det(r_ref) < 0 and np.abs(al_ref - gt).max() < 1e-12  # a reflection would fit exactly
+    aligned, (s, r, _) = similarity_align(torch.as_tensor(mirrored), torch.as_tensor(gt), return_transform=True)
+    assert float(torch.linalg.det(r)) == pytest.approx(1.0, abs=1e-12)
+    err = mpve_aligned(torch.as_tensor(mirrored), torch.as_tensor(gt))
+    assert err > 10.0  # mm: a mirror image is not a similar copy
+    _, r_fix, _, al_fix = _naive_umeyama(mirrored, gt)
+    np.testing.assert_allclose(r.numpy(), r_fix, atol=1e-9)
+    assert err == pytest.approx(np.linalg.norm(al_fix - gt, axis=1).mean() * 1000.0, rel=1e-9)
+
+
+def test_similarity_align_errors_and_non_finite():
+    p = torch.randn(2, 10, 3, dtype=torch.float64)
+    with pytest.raises(ShapeError):
+        similarity_align(p, p[:, :9])
+    with pytest.raises(ShapeError):
+        mpve_aligned(p[..., :2], p[..., :2])
+    with pytest.raises(ShapeError, match="floating"):
+        mpve_aligned(p.long(), p)
+    bad = p.clone()
+    bad[1, 3, 0] = float("nan")
+    with pytest.raises(ShapeError, match="finite"):
+        similarity_align(bad, p)
+    per = mpve_aligned_per_sample(bad, p)
+    assert float(per[0]) == pytest.approx(0.0, abs=1e-9) and math.isnan(float(per[1]))
+    # all points of pred coincide: scale 0, aligned onto the gt centroid
+    flat = similarity_align(torch.zeros(10, 3, dtype=torch.float64), p[0])
+    torch.testing.assert_close(flat, p[0].mean(0).expand(10, 3))
 
 
 # ----------------------------------------------------------------------------------------------- sequences
@@ -230,15 +390,29 @@ def test_sequence_metrics_match_direct_flame(tmp_path, flame):
     assert m["cvd"] == pytest.approx(float(cvd(canon).mean()), rel=1e-9)
     assert list(res["per_view"]["cvd"].values()) == pytest.approx(cvd_per_view(canon).tolist(), rel=1e-9)
     assert len(res["per_frame"]["cvd"]) == n_f
+    assert res["format_version"] == 2 and set(m) == set(res["units"])
     det = torch.as_tensor(p["detected"])
-    assert m["nme"] == pytest.approx(nme(torch.as_tensor(p["landmarks_pred"]), torch.as_tensor(p["landmarks"]),
-                                         det), rel=1e-5)
+    lp, ld = torch.as_tensor(p["landmarks_pred"]), torch.as_tensor(p["landmarks"])
+    gl = torch.as_tensor(gt["landmarks"][:n_f][:, [1, 2, 0]])  # GT views matched by name
+    for key, target, valid, norm in (("nme", ld, det, "bbox"), ("nme_eye", ld, det, "eye"),
+                                     ("nme_gt", gl, None, "bbox"), ("nme_gt_eye", gl, None, "eye")):
+        assert m[key] == pytest.approx(nme(lp, target, valid, norm=norm), rel=1e-5), key
+        for v, name in enumerate(["a", "b", "c"]):
+            ref = nme(lp[:, v], target[:, v], None if valid is None else valid[:, v], norm=norm)
+            assert res["per_view"][key][name] == pytest.approx(ref, rel=1e-5), (key, name)
+    assert m["nme"] != pytest.approx(m["nme_eye"], rel=1e-3)  # the two normalisations differ
     g = torch.as_tensor(gt["expression"][:n_f])
     gv = flame(shape=torch.as_tensor(gt["shape"])[None].expand(n_f, -1), expression=g,
                pose=torch.zeros(n_f, 12, dtype=torch.float64)).vertices
     assert m["mpve"] == pytest.approx(mpve(canon, gv[:, None]), rel=1e-9)
-    gl = torch.as_tensor(gt["landmarks"][:n_f][:, [1, 2, 0]])  # GT views matched by name
-    assert m["nme_gt"] == pytest.approx(nme(torch.as_tensor(p["landmarks_pred"]), gl), rel=1e-5)
+    # aligned MPVE: a per-(frame, view) numpy Umeyama loop on all vertices
+    naive = np.array([[np.linalg.norm(_naive_umeyama(canon[f, v].numpy(), gv[f].numpy())[3] - gv[f].numpy(),
+                                      axis=1).mean() * 1000.0 for v in range(n_v)] for f in range(n_f)])
+    assert m["mpve_aligned"] == pytest.approx(naive.mean(), rel=1e-9)
+    assert list(res["per_view"]["mpve_aligned"].values()) == pytest.approx(naive.mean(axis=0).tolist(), rel=1e-9)
+    assert list(res["per_view"]["mpve"].values()) == pytest.approx(
+        [mpve(canon[:, v], gv) for v in range(n_v)], rel=1e-9)
+    assert m["mpve_aligned"] < m["mpve"]
 
 
 def test_sequence_metrics_monocular_and_failed(tmp_path, flame):
@@ -252,7 +426,9 @@ def test_sequence_metrics_monocular_and_failed(tmp_path, flame):
     m = res["metrics"]
     assert m["cvd"] is None and "cvd" not in res["per_view"]
     assert m["mpve"] == pytest.approx(0.0, abs=1e-3)  # GT = fit (float32 rounding only); view mono -> front
-    assert m["nme_gt"] == pytest.approx(0.0, abs=1e-4)
+    assert m["mpve_aligned"] == pytest.approx(0.0, abs=1e-3)
+    assert m["nme_gt"] == pytest.approx(0.0, abs=1e-4) and m["nme_gt_eye"] == pytest.approx(0.0, abs=1e-4)
+    assert set(res["per_view"]["nme_gt"]) == {"mono"} and set(res["per_view"]["mpve_aligned"]) == {"mono"}
     np.savez(gt_path, shape=p["shape"], expression=p["expression"][:, 0], pose=p["pose"][:, 0],
              global_pose=np.zeros((5, 2, 3)), landmarks=np.zeros((5, 2, 68, 2)), views=np.array(["x", "y"]))
     with pytest.raises(NeufaceError, match="do not match"):
@@ -291,7 +467,8 @@ def test_metrics_cli(tmp_path):
     assert run_cli("metrics", "--fit", ok, *flame_args, "--out", out) == 0
     data = json.loads(out.read_text())
     assert data["status"] == "ok" and data["annotator"] == "neuface" and data["metrics"]["cvd"] > 0
-    assert data["metrics"]["mpve"] is None
+    assert data["metrics"]["mpve"] is None and data["metrics"]["mpve_aligned"] is None
+    assert data["metrics"]["nme_gt"] is None and data["metrics"]["nme_eye"] > 0 and data["metrics"]["nme"] > 0
     bad = write_fit_file(tmp_path / "bad.h5", sequence="s2", annotator="neuface", views=["a"],
                          status=StageStatus.failed("s2", "fit", "diverged"), **_random_fit(rng, 6, 1))
     out2 = tmp_path / "metrics" / "neuface" / "s2.json"

@@ -15,9 +15,14 @@ Units and conventions (see ``docs/metrics.md``):
 * CVD (cross-view vertex distance): per-vertex L1 norm ``|dx| + |dy| + |dz|`` between the meshes of two views
   of the same frame after canonical alignment (global rotation zeroed by the caller), averaged over vertices,
   in mm.
-* NME: mean Euclidean 2D landmark error over the 68 points divided by the outer-eye-corner distance of the
-  target (iBUG points 36 and 45, 0-based), in **percent**.
-* MPVE: mean per-vertex Euclidean distance in mm (canonical frame: both meshes with zero global rotation).
+* NME: mean Euclidean 2D landmark error over the 68 points divided by a size of the **target**, in **percent**.
+  ``norm="bbox"`` (the headline, 300VW / Menpo practice): ``√(w·h)`` of the target's landmark bounding box,
+  which stays meaningful when the head turns; ``norm="eye"``: the outer-eye-corner distance (iBUG points 36
+  and 45, 0-based), which shrinks towards 0 in profile and so inflates the NME of turned heads.
+* MPVE: mean per-vertex Euclidean distance in mm. :func:`mpve` compares the meshes as given (canonical frame:
+  both with zero global rotation); :func:`mpve_aligned` first aligns each predicted mesh onto its ground truth
+  with a similarity Procrustes (:func:`similarity_align`: rotation, isotropic scale, translation; on all
+  vertices, per sample), as NoW-style protocols do, so it measures shape and expression, not pose or size.
 
 All reductions run in float64. Functions accept any device / floating dtype.
 """
@@ -41,9 +46,15 @@ __all__ = [
     "cvd_matrix",
     "cvd",
     "cvd_per_view",
+    "NME_NORMS",
+    "landmark_normaliser",
     "nme_per_sample",
+    "nme_bbox_per_sample",
     "nme",
     "mpve",
+    "similarity_align",
+    "mpve_aligned_per_sample",
+    "mpve_aligned",
 ]
 
 #: Metres → millimetres.
@@ -52,6 +63,9 @@ MM_PER_M = 1000.0
 MSI_EPS = 1e-6
 #: iBUG-68 outer eye corners (0-based) used to normalise NME.
 EYE_CORNERS = (36, 45)
+#: NME normalisations: ``bbox`` = √(w·h) of the target's landmark box (headline), ``eye`` = outer-eye-corner
+#: distance.
+NME_NORMS = ("bbox", "eye")
 
 
 def acceleration(points: torch.Tensor) -> torch.Tensor:
@@ -162,24 +176,49 @@ def cvd_per_view(vertices: torch.Tensor, scale: float = MM_PER_M) -> torch.Tenso
     return cvd_matrix(vertices, scale).sum(dim=-1).mean(dim=0) / (sizes["V"] - 1)
 
 
-def nme_per_sample(pred: torch.Tensor, target: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+def landmark_normaliser(target: torch.Tensor, norm: str = "bbox") -> torch.Tensor:
+    """The size an NME divides by, per sample (float64, same units as ``target``).
+
+    Args:
+        target: (..., 68, 2) reference landmarks (pixels); must be finite.
+        norm: ``"bbox"``: ``√(w·h)`` of the axis-aligned bounding box of the 68 target points (w, h: extents
+            along x and y); ``"eye"``: ``‖target_36 - target_45‖`` (outer eye corners).
+    Returns:
+        (...) float64 normaliser (0 for a degenerate target).
+    """
+    check_shape(target, "target", ("...", 68, 2))
+    t = target.to(torch.float64)
+    if norm == "bbox":
+        extent = t.amax(dim=-2) - t.amin(dim=-2)  # (..., 2): w, h
+        return (extent[..., 0] * extent[..., 1]).clamp(min=0.0).sqrt()
+    if norm == "eye":
+        return (t[..., EYE_CORNERS[0], :] - t[..., EYE_CORNERS[1], :]).norm(dim=-1)
+    raise ShapeError(f"norm must be one of {', '.join(NME_NORMS)}, got {norm!r}")
+
+
+def nme_per_sample(pred: torch.Tensor, target: torch.Tensor, valid: torch.Tensor | None = None,
+                   norm: str = "bbox") -> torch.Tensor:
     """NME of each sample in percent, NaN where the sample is invalid.
 
     A sample is valid when ``valid`` is True, all its points (pred and target) are finite and the target's
-    outer-eye-corner distance is > 0.
+    normaliser (:func:`landmark_normaliser`) is > 0.
 
     Args:
         pred: (..., 68, 2) predicted 2D landmarks (pixels).
         target: (..., 68, 2) reference landmarks (same pixels).
         valid: optional (...) bool.
+        norm: ``"bbox"`` (default, headline: √(w·h) of the target's landmark box) or ``"eye"`` (outer-eye-corner
+            distance of the target).
     Returns:
-        (...) float64: ``100 · mean_k ‖pred_k - target_k‖ / ‖target_36 - target_45‖``.
+        (...) float64: ``100 · mean_k ‖pred_k - target_k‖ / normaliser(target)``.
     """
     sizes = check_shape(pred, "pred", ("...", 68, 2))
     check_shape(target, "target", ("...", 68, 2), sizes)
     if pred.shape != target.shape:
         raise ShapeError(f"pred {tuple(pred.shape)} and target {tuple(target.shape)} must have the same shape")
-    p, t = pred.to(torch.float64), target.to(torch.float64)
+    if norm not in NME_NORMS:
+        raise ShapeError(f"norm must be one of {', '.join(NME_NORMS)}, got {norm!r}")
+    p, t = pred.to(torch.float64), target.to(device=pred.device, dtype=torch.float64)
     ok = torch.isfinite(p).all(dim=(-2, -1)) & torch.isfinite(t).all(dim=(-2, -1))
     if valid is not None:
         if tuple(valid.shape) != tuple(pred.shape[:-2]):
@@ -187,15 +226,24 @@ def nme_per_sample(pred: torch.Tensor, target: torch.Tensor, valid: torch.Tensor
         ok = ok & valid.to(device=ok.device, dtype=torch.bool)
     p = torch.where(ok[..., None, None], p, torch.zeros_like(p))
     t = torch.where(ok[..., None, None], t, torch.zeros_like(t))
-    iod = (t[..., EYE_CORNERS[0], :] - t[..., EYE_CORNERS[1], :]).norm(dim=-1)
-    ok = ok & (iod > 0)
-    err = (p - t).norm(dim=-1).mean(dim=-1) / iod.clamp(min=1e-12) * 100.0
+    size = landmark_normaliser(t, norm)
+    ok = ok & (size > 0)
+    err = (p - t).norm(dim=-1).mean(dim=-1) / size.clamp(min=1e-12) * 100.0
     return torch.where(ok, err, torch.full_like(err, float("nan")))
 
 
-def nme(pred: torch.Tensor, target: torch.Tensor, valid: torch.Tensor | None = None) -> float:
-    """Mean NME (%) over the valid samples of (..., 68, 2) landmarks; NaN when no sample is valid."""
-    per = nme_per_sample(pred, target, valid)
+def nme_bbox_per_sample(pred: torch.Tensor, target: torch.Tensor, valid: torch.Tensor | None = None
+                        ) -> torch.Tensor:
+    """(..., 68, 2) landmarks → (...) NME in % of √(w·h) of the target's landmark box (NaN where invalid)."""
+    return nme_per_sample(pred, target, valid, norm="bbox")
+
+
+def nme(pred: torch.Tensor, target: torch.Tensor, valid: torch.Tensor | None = None, norm: str = "bbox") -> float:
+    """Mean NME (%) over the valid samples of (..., 68, 2) landmarks; NaN when no sample is valid.
+
+    ``norm``: ``"bbox"`` (default, √(w·h) of the target's landmark box) or ``"eye"`` (outer eye corners).
+    """
+    per = nme_per_sample(pred, target, valid, norm)
     ok = torch.isfinite(per)
     if not bool(ok.any()):
         return float("nan")
@@ -220,3 +268,94 @@ def mpve(pred: torch.Tensor, gt: torch.Tensor, scale: float = MM_PER_M) -> float
     except RuntimeError as exc:
         raise ShapeError(f"pred {tuple(pred.shape)} and gt {tuple(gt.shape)} do not broadcast") from exc
     return float((diff * scale).norm(dim=-1).mean())
+
+
+def _pair(pred: torch.Tensor, gt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Checked float64 (..., N, 3) pair broadcast to one shape (on ``pred``'s device); may hold non-finite values."""
+    sizes = check_shape(pred, "pred", ("...", "N", 3))
+    check_shape(gt, "gt", ("...", "N", 3), sizes)
+    check_floating(pred, "pred")
+    check_floating(gt, "gt")
+    p, g = pred.to(torch.float64), gt.to(device=pred.device, dtype=torch.float64)
+    try:
+        p, g = torch.broadcast_tensors(p, g)
+    except RuntimeError as exc:
+        raise ShapeError(f"pred {tuple(pred.shape)} and gt {tuple(gt.shape)} do not broadcast") from exc
+    return p, g
+
+
+def _umeyama(p: torch.Tensor, g: torch.Tensor) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """Finite float64 (..., N, 3) pair → aligned ``p`` and ``(s, R, t)`` (see :func:`similarity_align`)."""
+    mu_p, mu_g = p.mean(dim=-2, keepdim=True), g.mean(dim=-2, keepdim=True)
+    pc, gc = p - mu_p, g - mu_g
+    cov = gc.transpose(-1, -2) @ pc / p.shape[-2]  # (..., 3, 3)
+    u, sv, vh = torch.linalg.svd(cov)
+    sign = torch.sign(torch.linalg.det(u) * torch.linalg.det(vh))
+    sign = torch.where(sign == 0, torch.ones_like(sign), sign)
+    d = torch.ones_like(sv)
+    d[..., -1] = sign
+    rot = u @ (d[..., :, None] * vh)
+    var_p = pc.square().sum(dim=-1).mean(dim=-1)
+    scale = torch.where(var_p > 0, (sv * d).sum(dim=-1) / var_p.clamp(min=torch.finfo(torch.float64).tiny),
+                        torch.zeros_like(var_p))
+    trans = (mu_g - scale[..., None, None] * (mu_p @ rot.transpose(-1, -2)))[..., 0, :]
+    aligned = scale[..., None, None] * (p @ rot.transpose(-1, -2)) + trans[..., None, :]
+    return aligned, (scale, rot, trans)
+
+
+def similarity_align(pred: torch.Tensor, gt: torch.Tensor, return_transform: bool = False
+                     ) -> torch.Tensor | tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """Per-sample similarity Procrustes (Umeyama 1991) of ``pred`` onto ``gt``, in float64.
+
+    Finds ``s > 0``, a proper rotation ``R`` (``det R = +1``: a reflection is never used, even when it would fit
+    better) and ``t`` minimising ``Σ_n ‖s R p_n + t - g_n‖²`` independently for every leading index. With
+    ``Σ = (1/N) Σ_n (g_n - ḡ)(p_n - p̄)ᵀ = U S Vᵀ`` and ``D = diag(1, 1, sign(det U · det V))``:
+    ``R = U D Vᵀ``, ``s = tr(S D) / σ_p²`` (``σ_p²`` = mean squared distance of ``pred`` to its centroid),
+    ``t = ḡ - s R p̄``. A ``pred`` whose points all coincide gets ``s = 0`` (aligned onto ``gt``'s centroid).
+
+    Args:
+        pred: (..., N, 3) points to move (any unit).
+        gt: (..., N, 3) target points, broadcastable to ``pred``.
+        return_transform: also return ``(s, R, t)``.
+    Returns:
+        aligned ``s R p + t`` as (..., N, 3) float64 (broadcast shape); with ``return_transform`` also
+        ``(s (...), R (..., 3, 3), t (..., 3))`` so that ``aligned = s · pred @ Rᵀ + t``.
+    Raises:
+        ShapeError: wrong shapes, non-floating or non-finite input.
+    """
+    p, g = _pair(pred, gt)
+    if not (bool(torch.isfinite(p).all()) and bool(torch.isfinite(g).all())):
+        raise ShapeError("similarity_align needs finite pred and gt")
+    aligned, transform = _umeyama(p, g)
+    return (aligned, transform) if return_transform else aligned
+
+
+def mpve_aligned_per_sample(pred: torch.Tensor, gt: torch.Tensor, scale: float = MM_PER_M) -> torch.Tensor:
+    """Per-sample MPVE after similarity alignment of ``pred`` onto ``gt`` (:func:`similarity_align`).
+
+    Args:
+        pred: (..., N, 3) predicted vertices (metres; any pose: rotation, scale and translation are removed).
+        gt: (..., N, 3) ground truth, broadcastable to ``pred``.
+        scale: unit conversion (default metres → mm).
+    Returns:
+        (...) float64 ``mean_n ‖s R pred_n + t - gt_n‖`` in mm (scale units); NaN for a sample with a
+        non-finite point.
+    """
+    p, g = _pair(pred, gt)
+    bad = ~(torch.isfinite(p).all(dim=(-2, -1)) & torch.isfinite(g).all(dim=(-2, -1)))
+    p = torch.where(bad[..., None, None], torch.zeros_like(p), p) * scale
+    g = torch.where(bad[..., None, None], torch.zeros_like(g), g) * scale
+    err = (_umeyama(p, g)[0] - g).norm(dim=-1).mean(dim=-1)
+    return torch.where(bad, torch.full_like(err, float("nan")), err)
+
+
+def mpve_aligned(pred: torch.Tensor, gt: torch.Tensor, scale: float = MM_PER_M) -> float:
+    """MPVE in mm after per-sample similarity Procrustes on all vertices, averaged over samples.
+
+    Args:
+        pred: (..., N, 3) predicted vertices (metres), e.g. (F, V, N, 3).
+        gt: (..., N, 3) ground truth broadcastable to ``pred`` (e.g. (F, 1, N, 3)).
+    Returns:
+        ``mean_samples mean_n ‖s R pred_n + t - gt_n‖`` (float64) in mm; 0 for a rotated, scaled, shifted copy.
+    """
+    return float(mpve_aligned_per_sample(pred, gt, scale).mean())

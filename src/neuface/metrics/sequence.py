@@ -21,22 +21,39 @@ import torch
 
 from neuface.errors import NeufaceError
 from neuface.geometry.rotations import axis_angle_to_matrix
-from neuface.metrics.core import MM_PER_M, MSI_EPS, cvd_matrix, msi_from_variance, nme_per_sample
+from neuface.metrics.core import (
+    MM_PER_M,
+    MSI_EPS,
+    cvd_matrix,
+    mpve_aligned_per_sample,
+    msi_from_variance,
+    nme_per_sample,
+)
 from neuface.metrics.fitfile import read_fit_arrays
 
 log = logging.getLogger(__name__)
 
-__all__ = ["METRICS_FORMAT", "UNITS", "sequence_metrics", "match_views", "load_ground_truth"]
+__all__ = ["METRICS_FORMAT", "METRICS_VERSION", "UNITS", "sequence_metrics", "match_views", "load_ground_truth"]
 
 METRICS_FORMAT = "neuface.metrics"
+#: 2: ``nme`` / ``nme_gt`` are bounding-box normalised (v1: eye-corner, now ``nme_eye`` / ``nme_gt_eye``) and
+#: ``mpve_aligned`` (similarity-aligned) is the headline MPVE; ``mpve`` (canonical, unaligned) is unchanged.
+METRICS_VERSION = 2
+#: metric key → unit and definition (docs/metrics.md); also the keys of ``metrics`` in a metrics JSON.
 UNITS = {
     "msi3d_l": "1/mm^2 (accelerations in mm/frame^2)",
     "msi3d_v": "1/mm^2 (accelerations in mm/frame^2)",
     "cvd": "mm (mean per-vertex L1)",
-    "nme": "% of the outer-eye-corner distance",
-    "nme_gt": "% of the outer-eye-corner distance",
-    "mpve": "mm (mean per-vertex Euclidean)",
+    "nme": "% of sqrt(w*h) of the detections' landmark bounding box",
+    "nme_eye": "% of the detections' outer-eye-corner distance",
+    "nme_gt": "% of sqrt(w*h) of the ground-truth landmark bounding box",
+    "nme_gt_eye": "% of the ground-truth outer-eye-corner distance",
+    "mpve_aligned": "mm (mean per-vertex Euclidean after per-frame similarity Procrustes on all vertices)",
+    "mpve": "mm (mean per-vertex Euclidean, canonical meshes, not aligned)",
 }
+#: NME keys: (target, normalisation).
+_NME_KEYS = {"nme": ("detections", "bbox"), "nme_eye": ("detections", "eye"), "nme_gt": ("gt", "bbox"),
+             "nme_gt_eye": ("gt", "eye")}
 
 
 class _Moments:
@@ -114,6 +131,11 @@ def sequence_metrics(fit_path: str | os.PathLike, flame_layer, gt_path: str | os
                      ) -> dict[str, Any]:
     """Compute MSI_3D^L, MSI_3D^V, CVD (V > 1), NME and, with ground truth, MPVE and NME against GT landmarks.
 
+    Metric keys (see :data:`UNITS`): ``nme`` / ``nme_eye`` against the fit's detections (bounding-box / eye-corner
+    normalised), with ground truth ``nme_gt`` / ``nme_gt_eye`` against the GT landmarks, ``mpve_aligned``
+    (headline: per (frame, view) similarity Procrustes of the fitted canonical mesh onto the GT mesh, all
+    vertices) and ``mpve`` (canonical meshes as they are). Every NME and MPVE also has per-view values.
+
     Args:
         fit_path: a ``neuface.fit`` file.
         flame_layer: :class:`~neuface.flame.layer.FlameLayer` with a landmark embedding (its device/dtype is used).
@@ -128,7 +150,7 @@ def sequence_metrics(fit_path: str | os.PathLike, flame_layer, gt_path: str | os
     fit = read_fit_arrays(fit_path)
     status = fit["status"]
     result: dict[str, Any] = {
-        "format": METRICS_FORMAT, "format_version": 1, "sequence": status.sequence,
+        "format": METRICS_FORMAT, "format_version": METRICS_VERSION, "sequence": status.sequence,
         "annotator": fit["attrs"].get("annotator", ""), "status": status.status, "reason": status.reason,
         "fit_file": str(fit_path), "gt_file": None if gt_path is None else str(gt_path),
         "views": fit["views"], "units": UNITS, "msi_eps_mm2": msi_eps,
@@ -163,6 +185,7 @@ def sequence_metrics(fit_path: str | os.PathLike, flame_layer, gt_path: str | os
     cvd_frames: list[torch.Tensor] = []
     cvd_view_sum = torch.zeros(n_v, dtype=torch.float64)
     mpve_sum = torch.zeros(n_v, dtype=torch.float64)
+    mpve_al_sum = torch.zeros(n_v, dtype=torch.float64)
     with torch.no_grad():
         for start in range(0, n_f, chunk):
             stop = min(n_f, start + chunk)
@@ -190,8 +213,10 @@ def sequence_metrics(fit_path: str | os.PathLike, flame_layer, gt_path: str | os
                 g_out = flame_layer(shape=gt_shape.expand(nc, -1),
                                     expression=t(gt["expression"][start:stop, : flame_layer.n_exp]),
                                     pose=t(gt["pose"][start:stop]))
-                diff = (canon.to(torch.float64) - g_out.vertices.to(torch.float64)[:, None]) * MM_PER_M
+                g_verts = g_out.vertices.to(torch.float64)[:, None]  # (nc, 1, N, 3)
+                diff = (canon.to(torch.float64) - g_verts) * MM_PER_M
                 mpve_sum += diff.norm(dim=-1).mean(dim=-1).sum(dim=0).cpu()
+                mpve_al_sum += mpve_aligned_per_sample(canon, g_verts).sum(dim=0).cpu()
 
     metrics: dict[str, float | None] = {k: None for k in UNITS}
     per_view: dict[str, dict[str, float]] = {}
@@ -209,9 +234,10 @@ def sequence_metrics(fit_path: str | os.PathLike, flame_layer, gt_path: str | os
         result["per_frame"] = {"cvd": frames_cvd.tolist()}
     _nme_into(fit, views, metrics, per_view, gt, gt_pixel_scale)
     if gt is not None:
-        per = mpve_sum / n_f
-        per_view["mpve"] = dict(zip(views, per.tolist(), strict=True))
-        metrics["mpve"] = float(per.mean())
+        for key, total in (("mpve_aligned", mpve_al_sum), ("mpve", mpve_sum)):
+            per = total / n_f
+            per_view[key] = dict(zip(views, per.tolist(), strict=True))
+            metrics[key] = float(per.mean())
     result["metrics"] = metrics
     result["per_view"] = per_view
     return result
@@ -219,23 +245,26 @@ def sequence_metrics(fit_path: str | os.PathLike, flame_layer, gt_path: str | os
 
 def _nme_into(fit: dict[str, Any], views: list[str], metrics: dict, per_view: dict, gt: dict | None,
               gt_pixel_scale: tuple[float, float] | None) -> None:
-    """NME of the fit's projected landmarks against its input detections (and the GT landmarks)."""
+    """NMEs (:data:`_NME_KEYS`) of the fit's projected landmarks against its detections (and the GT landmarks)."""
     if "landmarks_pred" not in fit:
         return
     pred = torch.as_tensor(fit["landmarks_pred"], dtype=torch.float64)  # (F, V, 68, 2)
     targets = {}
     if "landmarks" in fit:
         valid = torch.as_tensor(fit["detected"]) if "detected" in fit else None
-        targets["nme"] = (torch.as_tensor(fit["landmarks"], dtype=torch.float64), valid)
+        targets["detections"] = (torch.as_tensor(fit["landmarks"], dtype=torch.float64), valid)
     if gt is not None:
         idx = match_views(views, gt["views"])
         g = torch.as_tensor(gt["landmarks"][: pred.shape[0], idx], dtype=torch.float64)
         if gt_pixel_scale is not None:
             sx, sy = gt_pixel_scale
             g = (g + 0.5) * g.new_tensor([sx, sy]) - 0.5
-        targets["nme_gt"] = (g, None)
-    for key, (target, valid) in targets.items():
-        per = nme_per_sample(pred, target, valid)  # (F, V)
+        targets["gt"] = (g, None)
+    for key, (which, norm) in _NME_KEYS.items():
+        if which not in targets:
+            continue
+        target, valid = targets[which]
+        per = nme_per_sample(pred, target, valid, norm=norm)  # (F, V)
         ok = torch.isfinite(per)
         per_v = [float(per[:, v][ok[:, v]].mean()) if bool(ok[:, v].any()) else float("nan")
                  for v in range(per.shape[1])]
