@@ -21,13 +21,14 @@ from neuface.report.overlay import FrameCamera, render_overlay, tile_transform
 from neuface.status import StageStatus
 
 
-def _write_metrics(root, annotator, sequence, metrics, status="ok", per_view_cvd=None):
+def _write_metrics(root, annotator, sequence, metrics, status="ok", per_view_cvd=None, per_view=None, version=2):
     path = root / annotator / f"{sequence}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    data = {"annotator": annotator, "sequence": sequence, "status": status, "reason": "" if status == "ok" else "x"}
+    data = {"format": "neuface.metrics", "format_version": version, "annotator": annotator, "sequence": sequence,
+            "status": status, "reason": "" if status == "ok" else "x"}
     if status == "ok":
         data["metrics"] = metrics
-        data["per_view"] = {"cvd": per_view_cvd} if per_view_cvd else {}
+        data["per_view"] = {**({"cvd": per_view_cvd} if per_view_cvd else {}), **(per_view or {})}
     path.write_text(json.dumps(data))
     return path
 
@@ -35,16 +36,20 @@ def _write_metrics(root, annotator, sequence, metrics, status="ok", per_view_cvd
 @pytest.fixture
 def metric_files(tmp_path):
     root = tmp_path / "metrics"
-    m = {"msi3d_l": 0.2, "msi3d_v": 0.3, "cvd": 0.1, "nme": 2.5, "nme_gt": None, "mpve": None}
+    m = {"msi3d_l": 0.2, "msi3d_v": 0.3, "cvd": 0.1, "nme": 2.5, "nme_eye": 5.5, "nme_gt": None, "nme_gt_eye": None,
+         "mpve_aligned": None, "mpve": None}
     paths = [
-        _write_metrics(root, "neuface", "mead_a", m, per_view_cvd={"front": 1.0, "left_60": 3.0}),
+        _write_metrics(root, "neuface", "mead_a", m, per_view_cvd={"front": 1.0, "left_60": 3.0},
+                       per_view={"nme": {"front": 2.0, "left_60": 3.0}, "nme_eye": {"front": 4.0, "left_60": 7.0}}),
         _write_metrics(root, "neuface", "mead_b", {**m, "msi3d_l": 0.4, "cvd": 0.3},
-                       per_view_cvd={"front": 2.0, "left_60": 5.0}),
-        _write_metrics(root, "regress", "mead_a", {**m, "msi3d_l": 0.01, "cvd": 0.2, "nme": 4.6},
+                       per_view_cvd={"front": 2.0, "left_60": 5.0},
+                       per_view={"nme": {"front": 3.0, "left_60": None}, "nme_eye": {"front": 5.0, "left_60": 6.0}}),
+        _write_metrics(root, "regress", "mead_a", {**m, "msi3d_l": 0.01, "cvd": 0.2, "nme": 4.6, "nme_eye": 9.1},
                        per_view_cvd={"front": 4.0, "left_60": 9.0}),
         _write_metrics(root, "regress", "mead_b", {}, status="failed"),
-        _write_metrics(root, "neuface", "vox_a", {**m, "cvd": None, "nme": 2.19, "mpve": 1.5}),
-        _write_metrics(root, "regress", "vox_a", {**m, "cvd": None, "nme": 4.78, "mpve": 3.25}),
+        _write_metrics(root, "neuface", "vox_a", {**m, "cvd": None, "nme": 2.19, "mpve_aligned": 1.5, "mpve": 4.0},
+                       per_view={"mpve_aligned": {"mono": 1.5}, "mpve": {"mono": 4.0}}),
+        _write_metrics(root, "regress", "vox_a", {**m, "cvd": None, "nme": 4.78, "mpve_aligned": 3.25, "mpve": 3.0}),
     ]
     sheet = pd.DataFrame({"sequence": ["mead_a", "mead_b", "vox_a"], "dataset": ["mead", "mead", "voxceleb2"],
                           "split": ["val", "val", "val"], "view": ["front"] * 3})
@@ -66,14 +71,38 @@ def test_tables_have_the_right_numbers(tmp_path, metric_files):
     assert list(wide["annotator"]) == ["NeuFace_D", "regress"]
     assert wide["mead/cvd"].tolist() == pytest.approx([0.2, 0.2])
     assert wide["mead/msi3d_l"].tolist() == pytest.approx([0.3, 0.01])
-    assert wide["voxceleb2/mpve"].tolist() == pytest.approx([1.5, 3.25])
+    assert wide["voxceleb2/mpve_aligned"].tolist() == pytest.approx([1.5, 3.25])
+    assert wide["voxceleb2/mpve"].tolist() == pytest.approx([4.0, 3.0])
+    assert wide["mead/nme"].tolist() == pytest.approx([2.5, 4.6])
+    assert wide["mead/nme_eye"].tolist() == pytest.approx([5.5, 9.1])
     assert "voxceleb2/cvd" not in wide.columns and "mead/mpve" not in wide.columns  # no values: no column
+    # headline columns first: bbox NME then eye NME, aligned MPVE then unaligned MPVE
+    assert [c for c in wide.columns if c.startswith("voxceleb2/")][-4:] == [
+        "voxceleb2/nme", "voxceleb2/nme_eye", "voxceleb2/mpve_aligned", "voxceleb2/mpve"]
     md = (out / "table2.md").read_text()
     assert "**0.300**" in md and "| regress |" in md and "**2.190**" in md and "4.780" in md
     assert "regress/MEAD: 1 ok, 1 failed" in md
+    header = md.splitlines()[2]
+    assert header.index("VoxCeleb2 NME ↓") < header.index("VoxCeleb2 NME-eye ↓")
+    assert header.index("VoxCeleb2 MPVE ↓") < header.index("VoxCeleb2 MPVE-unaligned ↓")
     tex = (out / "table2.tex").read_text()
-    assert r"\multicolumn{4}{c}{MEAD}" in tex and r"NeuFace\_D" in tex and r"\textbf{0.300}" in tex
+    assert r"\multicolumn{5}{c}{MEAD}" in tex and r"NeuFace\_D" in tex and r"\textbf{0.300}" in tex
     assert r"\textbf{1.500}" in tex and "3.250" in tex and r"\toprule" in tex
+    assert r"\textbf{3.000}" in tex  # unaligned MPVE: regress is best there
+    pv = pd.read_csv(out / "per_view.csv")
+    assert list(pv.columns) == ["annotator", "dataset", "view", "metric", "mean", "std", "median", "n"]
+
+    def pv_row(ann, ds, view, metric):
+        sel = pv[(pv.annotator == ann) & (pv.dataset == ds) & (pv.view == view) & (pv.metric == metric)]
+        assert len(sel) == 1, (ann, ds, view, metric)
+        return sel.iloc[0]
+
+    assert pv_row("neuface", "mead", "front", "nme")["mean"] == pytest.approx(2.5)
+    assert pv_row("neuface", "mead", "left_60", "nme")[["mean", "n"]].tolist() == pytest.approx([3.0, 1])
+    assert pv_row("neuface", "mead", "left_60", "nme_eye")["mean"] == pytest.approx(6.5)
+    assert pv_row("neuface", "mead", "left_60", "cvd")["mean"] == pytest.approx(4.0)
+    assert pv_row("neuface", "voxceleb2", "mono", "mpve_aligned")["mean"] == pytest.approx(1.5)
+    assert "per_view" not in pd.read_csv(out / "sequences.csv").columns
     t3 = pd.read_csv(out / "table3.csv")
     assert list(t3["annotator"]) == ["NeuFace_D"]
     assert "**" not in (out / "table3.md").read_text().split("Sequences")[0]  # one row: nothing to bold
@@ -83,6 +112,21 @@ def test_tables_have_the_right_numbers(tmp_path, metric_files):
     assert caption_path("overlay").is_file()
     with pytest.raises(NeufaceError, match="no sequence of split"):
         build_report(paths, out, sheet=sheet, split="test")
+
+
+def test_version_1_metrics_keep_their_meaning(tmp_path):
+    """v1 JSONs had eye-corner NMEs under nme / nme_gt: they are read as nme_eye / nme_gt_eye, not as the
+    bounding-box headline; v1 MPVE was the unaligned one."""
+    v1 = _write_metrics(tmp_path, "neuface", "old", {"msi3d_l": 0.2, "nme": 7.0, "nme_gt": 3.0, "mpve": 2.0},
+                        per_view={"nme": {"front": 7.0}}, version=1)
+    v2 = _write_metrics(tmp_path, "regress", "new", {"nme": 1.0, "nme_eye": 2.0, "mpve_aligned": 0.5, "mpve": 2.5})
+    df = load_metrics([v1, v2]).set_index("annotator")
+    assert df.loc["neuface", "nme_eye"] == 7.0 and df.loc["neuface", "nme_gt_eye"] == 3.0
+    assert np.isnan(df.loc["neuface", "nme"]) and np.isnan(df.loc["neuface", "nme_gt"])
+    assert df.loc["neuface", "mpve"] == 2.0 and np.isnan(df.loc["neuface", "mpve_aligned"])
+    assert df.loc["neuface", "per_view"] == {"nme_eye": {"front": 7.0}}
+    assert df.loc["regress", "nme"] == 1.0 and df.loc["regress", "nme_eye"] == 2.0
+    assert df.loc["regress", "mpve_aligned"] == 0.5
 
 
 def test_format_value():

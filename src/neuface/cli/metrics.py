@@ -15,7 +15,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--flame", required=True, help="FLAME-format model the fit used")
     parser.add_argument("--embedding", required=True, help="DECA-format landmark embedding")
     parser.add_argument("--gt", default=None,
-                        help="ground-truth .npz (synthetic sequences): adds MPVE, nme_gt ('' = none)")
+                        help="ground-truth .npz (synthetic sequences): adds mpve_aligned, mpve, nme_gt, "
+                        "nme_gt_eye ('' = none)")
     parser.add_argument("--frames", default=None,
                         help="frames file: rescales GT landmarks when the frames were resized (with --gt)")
     parser.add_argument("--out", required=True, help="output JSON (results/metrics/<annotator>/<sequence>.json)")

@@ -2,7 +2,7 @@
 captions (``captions/*.rst``, see :func:`caption_path`)."""
 
 from neuface.report.build import CAPTIONS_DIR, build_report, caption_path
-from neuface.report.tables import aggregate, format_value, load_metrics, write_table
+from neuface.report.tables import aggregate, aggregate_per_view, format_value, load_metrics, write_table
 
-__all__ = ["CAPTIONS_DIR", "aggregate", "build_report", "caption_path", "format_value", "load_metrics",
-           "write_table"]
+__all__ = ["CAPTIONS_DIR", "aggregate", "aggregate_per_view", "build_report", "caption_path", "format_value",
+           "load_metrics", "write_table"]

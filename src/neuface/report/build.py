@@ -5,6 +5,7 @@ Layout of ``out/``::
     table2.{csv,md,tex} table2_long.csv     annotators × datasets × metrics
     table3.{csv,md,tex} table3_long.csv     variants × datasets × metrics
     sequences.csv                           one row per (annotator, sequence): status and every metric
+    per_view.csv                            annotators × datasets × views × metrics (NME, MPVE, CVD, MSI)
     cvd_per_view.png msi_distribution.png loss_curves.png
     overlays/<annotator>__<sequence>.mp4
     captions/*.rst                          copies of the Snakemake report captions
@@ -23,7 +24,7 @@ from typing import Any
 from neuface.errors import NeufaceError
 from neuface.io_utils import atomic_path
 from neuface.report import plots
-from neuface.report.tables import aggregate, load_metrics, write_table
+from neuface.report.tables import aggregate, aggregate_per_view, load_metrics, write_table
 
 log = logging.getLogger(__name__)
 
@@ -77,8 +78,11 @@ def build_report(metrics: Sequence[str | os.PathLike], out: str | os.PathLike, s
     made["table3"] = write_table(long, variants, out / "table3", labels,
                                  caption="Table 3: annotator variants (ablations)")
     with atomic_path(out / "sequences.csv", suffix=".csv") as tmp:
-        df.drop(columns=["per_view_cvd"]).to_csv(tmp, index=False, float_format="%.6g")
+        df.drop(columns=["per_view_cvd", "per_view"]).to_csv(tmp, index=False, float_format="%.6g")
     made["sequences"] = out / "sequences.csv"
+    with atomic_path(out / "per_view.csv", suffix=".csv") as tmp:
+        aggregate_per_view(df, split=split).to_csv(tmp, index=False, float_format="%.6g")
+    made["per_view"] = out / "per_view.csv"
     sel = df if split is None else df[df["split"] == split]
     made["cvd_per_view"] = plots.plot_cvd_per_view(sel, out / "cvd_per_view.png", labels)
     made["msi_distribution"] = plots.plot_msi_distribution(sel, out / "msi_distribution.png", annotators, labels)

@@ -3,7 +3,13 @@
 
 Each cell is the mean over the sequences of a dataset (optionally one split) whose fit succeeded and for which
 the metric applies (CVD: multi-view; MPVE / nme_gt: with ground truth). Failed sequences are counted, never
-averaged. The best value of a column (max for ↑, min for ↓) is bold in Markdown and LaTeX.
+averaged. The best value of a column (max for ↑, min for ↓) is bold in Markdown and LaTeX. Headline columns
+come first: NME normalised by the landmark bounding box (``nme``), then the eye-corner NME (``nme_eye``);
+similarity-aligned MPVE (``mpve_aligned``, "MPVE"), then the unaligned canonical MPVE (``mpve``).
+:func:`aggregate_per_view` gives the same statistics per camera view (``per_view.csv``).
+
+Metrics JSONs of format version 1 are read with their meaning: their ``nme`` / ``nme_gt`` were eye-corner
+normalised, so they land in ``nme_eye`` / ``nme_gt_eye`` (v1 has no bounding-box NME and no aligned MPVE).
 """
 
 from __future__ import annotations
@@ -21,17 +27,23 @@ import pandas as pd
 from neuface.errors import NeufaceError
 from neuface.io_utils import atomic_path
 
-__all__ = ["METRICS", "load_metrics", "aggregate", "write_table", "format_value", "dataset_label"]
+__all__ = ["METRICS", "load_metrics", "aggregate", "aggregate_per_view", "write_table", "format_value",
+           "dataset_label"]
 
-#: metric key → (Markdown header, LaTeX header, higher is better)
+#: metric key → (Markdown header, LaTeX header, higher is better); column order of the tables.
 METRICS: dict[str, tuple[str, str, bool]] = {
     "msi3d_l": ("MSI3D-L ↑", r"MSI$^{L}_{3D}\uparrow$", True),
     "msi3d_v": ("MSI3D-V ↑", r"MSI$^{V}_{3D}\uparrow$", True),
     "cvd": ("CVD ↓", r"CVD$\downarrow$", False),
     "nme": ("NME ↓", r"NME$\downarrow$", False),
+    "nme_eye": ("NME-eye ↓", r"NME$_{eye}\downarrow$", False),
     "nme_gt": ("NME-GT ↓", r"NME$_{GT}\downarrow$", False),
-    "mpve": ("MPVE ↓", r"MPVE$\downarrow$", False),
+    "nme_gt_eye": ("NME-GT-eye ↓", r"NME$_{GT,eye}\downarrow$", False),
+    "mpve_aligned": ("MPVE ↓", r"MPVE$\downarrow$", False),
+    "mpve": ("MPVE-unaligned ↓", r"MPVE$_{unal}\downarrow$", False),
 }
+#: format version 1 of ``neuface.metrics``: its keys → today's keys of the same meaning.
+_V1_KEYS = {"nme": "nme_eye", "nme_gt": "nme_gt_eye"}
 _DATASET_LABELS = {"mead": "MEAD", "voxceleb2": "VoxCeleb2", "celebvhq": "CelebV-HQ", "files": "Files",
                    "synth_mead": "Synth-MEAD", "synth_mono": "Synth-mono"}
 
@@ -44,7 +56,8 @@ def load_metrics(paths: Sequence[str | os.PathLike], sheet: pd.DataFrame | None 
     """One row per metric JSON: ``annotator, sequence, status, dataset, split`` + one column per metric.
 
     ``dataset`` / ``split`` come from the sample sheet (``dataset`` empty → ``"all"``); sequences missing from
-    the sheet get ``dataset = split = "unknown"``.
+    the sheet get ``dataset = split = "unknown"``. ``per_view_cvd`` and ``per_view`` (``{metric: {view:
+    value}}``) hold the JSON's per-view values (dicts; drop them before writing a CSV).
     """
     rows = []
     for p in paths:
@@ -53,16 +66,20 @@ def load_metrics(paths: Sequence[str | os.PathLike], sheet: pd.DataFrame | None 
             data = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError) as exc:
             raise NeufaceError(f"cannot read metrics {path}: {exc}") from None
+        metrics, per_view = data.get("metrics") or {}, data.get("per_view") or {}
+        if data.get("format_version") == 1:
+            metrics, per_view = _from_v1(metrics), _from_v1(per_view)
         row: dict[str, Any] = {"annotator": data.get("annotator") or path.parent.name,
                                "sequence": data.get("sequence") or path.stem, "status": data.get("status", "ok"),
                                "reason": data.get("reason", ""), "path": str(path),
-                               "per_view_cvd": (data.get("per_view") or {}).get("cvd")}
+                               "per_view_cvd": per_view.get("cvd"),
+                               "per_view": {k: v for k, v in per_view.items() if isinstance(v, dict)}}
         for key in METRICS:
-            value = (data.get("metrics") or {}).get(key)
+            value = metrics.get(key)
             row[key] = float(value) if value is not None else math.nan
         rows.append(row)
     df = pd.DataFrame(rows, columns=["annotator", "sequence", "status", "reason", "path", "per_view_cvd",
-                                     *METRICS])
+                                     "per_view", *METRICS])
     meta = {}
     if sheet is not None and len(sheet):
         cols = [c for c in ("dataset", "split") if c in sheet.columns]
@@ -70,6 +87,18 @@ def load_metrics(paths: Sequence[str | os.PathLike], sheet: pd.DataFrame | None 
     df["dataset"] = [(meta.get(s, {}).get("dataset") or "all") if s in meta else "unknown" for s in df["sequence"]]
     df["split"] = [meta.get(s, {}).get("split", "unknown") for s in df["sequence"]]
     return df
+
+
+def _from_v1(values: dict[str, Any]) -> dict[str, Any]:
+    """Keys of a format-version-1 ``metrics`` / ``per_view`` dict renamed to today's keys of that meaning."""
+    return {_V1_KEYS.get(k, k): v for k, v in values.items()}
+
+
+def _stats(vals: np.ndarray) -> dict[str, float | int]:
+    vals = vals[np.isfinite(vals)]
+    return {"n": int(vals.size), "mean": float(vals.mean()) if vals.size else math.nan,
+            "std": float(vals.std()) if vals.size else math.nan,
+            "median": float(np.median(vals)) if vals.size else math.nan}
 
 
 def aggregate(df: pd.DataFrame, annotators: Sequence[str] | None = None, split: str | None = None
@@ -88,15 +117,33 @@ def aggregate(df: pd.DataFrame, annotators: Sequence[str] | None = None, split: 
         n_failed = int((group["status"] != "ok").sum())
         n_ok = len(ok)
         for key in METRICS:
-            vals = ok[key].to_numpy(dtype=float)
-            vals = vals[np.isfinite(vals)]
-            out.append({"annotator": ann, "dataset": ds, "metric": key, "n": int(vals.size), "n_ok": n_ok,
-                        "n_failed": n_failed,
-                        "mean": float(vals.mean()) if vals.size else math.nan,
-                        "std": float(vals.std()) if vals.size else math.nan,
-                        "median": float(np.median(vals)) if vals.size else math.nan})
+            out.append({"annotator": ann, "dataset": ds, "metric": key, "n_ok": n_ok, "n_failed": n_failed,
+                        **_stats(ok[key].to_numpy(dtype=float))})
     return pd.DataFrame(out, columns=["annotator", "dataset", "metric", "mean", "std", "median", "n", "n_ok",
                                      "n_failed"])
+
+
+def aggregate_per_view(df: pd.DataFrame, annotators: Sequence[str] | None = None, split: str | None = None
+                       ) -> pd.DataFrame:
+    """Long per-view table ``annotator, dataset, view, metric, mean, std, median, n`` (ok sequences only).
+
+    Statistics over the sequences of a dataset of each view's value (the ``per_view`` of the metrics JSONs:
+    MSI, CVD, every NME and MPVE), in :data:`METRICS` order, views in order of appearance.
+    """
+    if split is not None:
+        df = df[df["split"] == split]
+    if annotators is not None:
+        df = df[df["annotator"].isin(list(annotators))]
+    out = []
+    for (ann, ds), group in df[df["status"] == "ok"].groupby(["annotator", "dataset"], sort=False):
+        per_view = [p for p in group["per_view"] if isinstance(p, dict)]
+        for key in METRICS:
+            views = list(dict.fromkeys(v for p in per_view for v in (p.get(key) or {})))
+            for view in views:
+                vals = [(p.get(key) or {}).get(view) for p in per_view]
+                vals = np.array([math.nan if x is None else float(x) for x in vals], dtype=float)
+                out.append({"annotator": ann, "dataset": ds, "view": view, "metric": key, **_stats(vals)})
+    return pd.DataFrame(out, columns=["annotator", "dataset", "view", "metric", "mean", "std", "median", "n"])
 
 
 def format_value(x: float) -> str:
