@@ -2,6 +2,7 @@
 # model with known parameters; landmarks are the ground truth plus a detector-like noise model, so the rest of
 # the DAG (crops, fits, filter, metrics, report) runs unchanged and the report gains MPVE.
 # The sheet's paths pick the rig: <dir>/mead/<sequence>/<view>.mp4 (7 views) or <dir>/mono/<sequence>/front.mp4.
+# benchmark.neck_deg > 0 renders neck motion, which no annotator fits (the robustness case; default 0).
 
 if BENCHMARK:
     MEAD_VIEWS_ORDER = ["front", "down", "top", "left_30", "left_60", "right_30", "right_60"]
@@ -16,7 +17,9 @@ if BENCHMARK:
         params:
             pattern=lambda wildcards, output: str(Path(output.gt).parent / "{view}.mp4"),
             seed=lambda wildcards: sequence_seed(wildcards.sequence),
-            options=cli_options_of(BENCHMARK, {"frames": "--frames", "size": "--size", "fps": "--fps"}),
+            options=cli_options_of(
+                BENCHMARK, {"frames": "--frames", "size": "--size", "fps": "--fps", "neck_deg": "--neck-deg"}
+            ),
         conda:
             CONDA_ENV
         log:
@@ -36,7 +39,9 @@ if BENCHMARK:
             gt=f"{BENCHMARK['dir']}/mono/{{sequence}}/gt.npz",
         params:
             seed=lambda wildcards: sequence_seed(wildcards.sequence),
-            options=cli_options_of(BENCHMARK, {"frames": "--frames", "size": "--size", "fps": "--fps"}),
+            options=cli_options_of(
+                BENCHMARK, {"frames": "--frames", "size": "--size", "fps": "--fps", "neck_deg": "--neck-deg"}
+            ),
         conda:
             CONDA_ENV
         log:

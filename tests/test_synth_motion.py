@@ -39,6 +39,23 @@ def test_sample_motion_rejects_bad_arguments():
         sample_motion(0)
     with pytest.raises(NeufaceError, match="fps"):
         sample_motion(10, fps=0)
+    for bad in (-1.0, float("nan"), float("inf")):
+        with pytest.raises(NeufaceError, match="neck_deg"):
+            sample_motion(10, neck_deg=bad)
+
+
+def test_neck_motion_is_opt_in_and_leaves_the_rest_unchanged():
+    still = sample_motion(400, fps=25, seed=5)
+    assert np.all(still.pose[:, 0:3] == 0)  # default: no neck rotation, like the fits
+    neck = sample_motion(400, fps=25, seed=5, neck_deg=2.0)
+    std_deg = np.rad2deg(neck.pose[:, 0:3].std(axis=0))
+    assert np.all((std_deg > 0.8) & (std_deg < 3.5)), std_deg  # band-limited noise of ~2 deg per axis
+    assert np.all(np.abs(np.diff(neck.pose[:, 0:3], 2, axis=0)).max() < np.deg2rad(0.1))  # smooth
+    for name in ("shape", "expression", "global_pose"):
+        assert np.array_equal(getattr(still, name), getattr(neck, name)), name
+    assert np.array_equal(still.pose[:, 3:], neck.pose[:, 3:])  # jaw and eyes
+    twice = sample_motion(400, fps=25, seed=5, neck_deg=4.0)
+    np.testing.assert_allclose(twice.pose[:, 0:3], 2.0 * neck.pose[:, 0:3], rtol=1e-12)
 
 
 def test_mead_rig_views_and_orientation():
@@ -68,3 +85,24 @@ def test_mono_rig_and_unknown_kind():
     assert make_rig("mono").names == ["front"]
     with pytest.raises(ValueError, match="unknown rig"):
         make_rig("stereo")
+
+
+def test_synth_cli_neck_deg(tmp_path):
+    """``neuface synth --neck-deg`` reaches the ground truth; the default renders no neck motion."""
+    from test_metrics import tiny_flame_files
+
+    from neuface import cli
+
+    flame_args = [str(a) for a in tiny_flame_files(tmp_path / "model")]
+    poses = {}
+    for neck in (None, 3.0):
+        out = tmp_path / f"neck_{neck}"
+        argv = ["synth", *flame_args, "--rig", "mono", "--video", str(out / "v.mp4"), "--gt", str(out / "gt.npz"),
+                "--frames", "6", "--size", "32", "--seed", "2"]
+        assert cli.main(argv + ([] if neck is None else ["--neck-deg", str(neck)])) == 0
+        with np.load(out / "gt.npz") as z:
+            poses[neck] = z["pose"]
+    assert np.all(poses[None][:, 0:3] == 0) and np.abs(poses[3.0][:, 0:3]).max() > 1e-3
+    np.testing.assert_array_equal(poses[None][:, 3:], poses[3.0][:, 3:])
+    assert cli.main(["synth", *flame_args, "--video", str(tmp_path / "x.mp4"), "--gt", str(tmp_path / "x.npz"),
+                     "--neck-deg", "-1"]) != 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import logging
+import math
 from pathlib import Path
 
 from neuface.errors import NeufaceError
@@ -24,6 +25,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--fps", type=float, default=25.0, help="frame rate (default 25)")
     parser.add_argument("--size", type=int, default=256, help="frame side in pixels (default 256)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (motion, identity, cameras, colours)")
+    parser.add_argument("--neck-deg", type=float, default=0.0,
+                        help="std of the neck rotation in degrees per axis (default 0: no neck motion, which the "
+                        "annotators do not fit; > 0 is the neck-motion robustness case, e.g. 2)")
     parser.set_defaults(func=_synth)
 
 
@@ -37,8 +41,11 @@ def _synth(args: argparse.Namespace) -> int:
         raise NeufaceError("--video must contain {view} for a multi-view rig")
     if args.frames < 1 or args.size < 32:
         raise NeufaceError("--frames must be >= 1 and --size >= 32")
+    if not (math.isfinite(args.neck_deg) and args.neck_deg >= 0):
+        raise NeufaceError(f"--neck-deg must be a finite number >= 0, got {args.neck_deg}")
     flame = FlameLayer.from_files(args.flame, args.embedding, n_shape=100, n_exp=50)
-    motion = sample_motion(args.frames, fps=args.fps, n_shape=flame.n_shape, n_exp=flame.n_exp, seed=args.seed)
+    motion = sample_motion(args.frames, fps=args.fps, n_shape=flame.n_shape, n_exp=flame.n_exp, seed=args.seed,
+                           neck_deg=args.neck_deg)
     rig = make_rig(args.rig, seed=args.seed)
     capture = render_capture(flame, motion, rig, args.size, seed=args.seed)
     for v, view in enumerate(rig.names):
