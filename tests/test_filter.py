@@ -71,22 +71,28 @@ def case_fits(tmp_path: Path) -> dict[str, Path]:
 
 
 def test_record_nme_matches_naive_loop(tmp_path):
-    """The manifest NME is the mean over detected (frame, view) pairs, eye-corner normalised, in percent."""
+    """The manifest NME is the mean over detected (frame, view) pairs in percent of sqrt(w h) of the detections'
+    landmark box; nme_eye is the same normalised by the outer-eye-corner distance."""
     a = good(11, n_frames=6, n_views=2)
     a["detected"][1, 0] = a["detected"][4, 1] = False
     a["landmarks"][1, 0] = a["landmarks"][4, 1] = np.nan
     a["landmarks_pred"][0, 1] += 3.0
     rec = evaluate_fit(write_fit_file(tmp_path / "n.h5", "n", a, views=["a", "b"]), FilterThresholds())
-    errs = []
+    errs, errs_eye = [], []
     for t in range(6):
         for v in range(2):
             if not a["detected"][t, v]:
                 continue
             gt, pr = a["landmarks"][t, v].astype(float), a["landmarks_pred"][t, v].astype(float)
-            d = math.dist(gt[36], gt[45])
-            errs.append(sum(math.dist(pr[k], gt[k]) for k in range(68)) / 68 / d * 100)
+            mean_err = sum(math.dist(pr[k], gt[k]) for k in range(68)) / 68
+            w = max(p[0] for p in gt) - min(p[0] for p in gt)
+            h = max(p[1] for p in gt) - min(p[1] for p in gt)
+            errs.append(mean_err / math.sqrt(w * h) * 100)
+            errs_eye.append(mean_err / math.dist(gt[36], gt[45]) * 100)
     assert rec.status == "accepted", rec.reasons
     assert rec.nme == pytest.approx(sum(errs) / len(errs), rel=1e-6)
+    assert rec.nme_eye == pytest.approx(sum(errs_eye) / len(errs_eye), rel=1e-6)
+    assert rec.nme < rec.nme_eye  # the template's box (120 px) is wider than its eye corners (84 px)
     assert rec.detected_frac == pytest.approx(10 / 12)
 
 
@@ -99,7 +105,7 @@ def test_each_reason_and_accepted(tmp_path):
             assert rec.reasons == []
             assert rec.shape_norm == pytest.approx(0.5, rel=1e-5)
             assert rec.detected_frac == 1.0
-            assert 0.5 < rec.nme < 5.0
+            assert 0.5 < rec.nme < 5.0 and 0.5 < rec.nme_eye < 5.0
         else:
             assert rec.status == "rejected", expect
             assert any(r.startswith(expect) for r in rec.reasons), (expect, rec.reasons)
@@ -125,6 +131,19 @@ def test_thresholds_are_respected(tmp_path):
     assert evaluate_fit(path, FilterThresholds(max_shape_norm=1.5)).status == "accepted"
     assert evaluate_fit(path, FilterThresholds(max_nme=0.1)).status == "rejected"
     assert evaluate_fit(path, FilterThresholds(max_shape_norm=2, min_frames=13)).reasons[0].startswith("too few")
+
+
+def test_nme_rule_uses_the_bounding_box_nme(tmp_path):
+    """A turned head (eye corners close together in the image) is judged by its landmark box, not its eyes."""
+    a = good(12)
+    for arr in (a["landmarks"], a["landmarks_pred"]):  # eye corners 12 px apart instead of 84 (profile-like)
+        arr[..., 36, 0] = arr[..., 45, 0] - 12.0
+    a["landmarks_pred"] = a["landmarks"] + 3.0  # every point 4.2 px off: 3.5 % of the 120 px box, 35 % of 12 px
+    path = write_fit_file(tmp_path / "turned.h5", "turned", a)
+    rec = evaluate_fit(path, FilterThresholds())
+    assert rec.nme_eye > 30.0 and rec.nme == pytest.approx(100 * 3.0 * math.sqrt(2) / 120.0, rel=0.05)
+    assert rec.status == "accepted", rec.reasons
+    assert evaluate_fit(path, FilterThresholds(max_nme=3.0)).reasons[0].startswith("NME 3.5")
 
 
 def test_unreadable_and_wrong_annotator(tmp_path):
@@ -181,6 +200,16 @@ def test_manifest_round_trip_and_bad_manifest(tmp_path):
     bad.write_text("sequence\tsplit\n")
     with pytest.raises(NeufaceError, match="not a filter manifest"):
         read_manifest(bad)
+    old = tmp_path / "v1.tsv"  # v1: eye-corner nme, no nme_eye column
+    old.write_text(path.read_text().replace("manifest v2", "manifest v1"))
+    with pytest.raises(NeufaceError, match="another version.*re-run neuface filter"):
+        read_manifest(old)
+    fit = write_fit_file(tmp_path / "fits" / "a.h5", "a", good(3))
+    row = read_manifest(write_manifest(filter_fits([fit], {"a": "train"}, "neuface"), tmp_path / "m2.tsv",
+                                       FilterThresholds()))[0][0]
+    rec = evaluate_fit(fit, FilterThresholds())
+    assert float(row["nme"]) == pytest.approx(rec.nme, rel=1e-5) and float(row["nme_eye"]) == pytest.approx(
+        rec.nme_eye, rel=1e-5)
 
 
 def test_failed_fit_file_has_no_datasets(tmp_path):

@@ -77,6 +77,7 @@ def test_pack_verify_round_trip(tmp_path, flame_file, cli):
             n = arrays[seq]["expression"].shape[0]
             np.testing.assert_array_equal(g["frame_indices"][()], np.arange(n))
             assert g.attrs["n_frames"] == n and g.attrs["fps"] == 30.0
+            assert 0 < g.attrs["nme"] < g.attrs["nme_eye"]  # manifest values: bbox NME, eye-corner NME
             assert len(g.attrs["views"]) == arrays[seq]["expression"].shape[1]
             assert g["expression"].chunks[0] == min(n, 64) and g["expression"].compression == "gzip"
             assert g["expression"].shuffle

@@ -21,8 +21,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--max-shape-norm", type=float, default=1.0, help="reject ||beta||_2 above (paper: 1.0)")
     parser.add_argument("--max-missing-frac", type=float, default=0.2,
                         help="reject when the fraction of (frame, view) pairs with no face is above (default 0.2)")
-    parser.add_argument("--max-nme", type=float, default=10.0,
-                        help="reject when the landmark NME (%%, outer-eye-corner normalised) is above (default 10)")
+    parser.add_argument("--max-nme", type=float, default=8.0,
+                        help="reject when the landmark NME (%% of sqrt(w*h) of the detections' landmark box) is "
+                        "above (default 8: gross failures only; docs/metrics.md)")
     parser.add_argument("--min-frames", type=int, default=1, help="reject sequences with fewer frames (default 1)")
     parser.set_defaults(func=_filter)
 

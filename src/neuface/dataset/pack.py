@@ -108,7 +108,7 @@ def _copy_sequence(fit_path: Path, out: h5py.Group, row: dict[str, str], storage
         for key, value in prov.items():
             a[key] = value
         a["source"] = str(fit_path)
-        for key in ("shape_norm", "detected_frac", "nme"):
+        for key in ("shape_norm", "detected_frac", "nme", "nme_eye"):
             a[key] = float(row.get(key, "nan"))
         return {**prov, "n_shape": sizes["S"], "n_exp": sizes["E"]}
 

@@ -60,10 +60,11 @@ DATASET_ROOT_ATTRS = (
 #: Attributes of every ``/sequences/<id>`` group.
 SEQUENCE_ATTRS = ("views", "fps", "n_frames")
 
-#: Columns of the filter manifest, in order.
+#: Columns of the filter manifest, in order (``nme``: bounding-box normalised, judged; ``nme_eye``: eye-corner
+#: normalised, recorded only).
 MANIFEST_COLUMNS = (
     "sequence", "split", "annotator", "status", "reasons", "n_frames", "n_views", "shape_norm", "detected_frac",
-    "nme", "path",
+    "nme", "nme_eye", "path",
 )
 ACCEPTED = "accepted"
 REJECTED = "rejected"
