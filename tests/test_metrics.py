@@ -262,8 +262,8 @@ def test_mpve_aligned_matches_naive_loop():
             np.testing.assert_allclose(t[f, v].numpy(), t_ref, atol=1e-9)
             np.testing.assert_allclose(aligned[f, v].numpy(), al_ref, atol=1e-12)
     assert mpve_aligned(torch.as_tensor(pred), torch.as_tensor(gt)[:, None]) == pytest.approx(per.mean(), rel=1e-12)
-    # alignment can only lower the error of the best similarity: below the unaligned MPVE
-    assert per.mean() < mpve(torch.as_tensor(pred), torch.as_tensor(gt)[:, None])
+    # these poses differ by random rotations: far below the unaligned MPVE
+    assert per.mean() < 0.5 * mpve(torch.as_tensor(pred), torch.as_tensor(gt)[:, None])
 
 
 def test_similarity_align_never_reflects():
