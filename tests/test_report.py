@@ -203,3 +203,55 @@ def test_report_cli_with_overlay_and_losses(tmp_path, metric_files):
                             pose=np.zeros((2, 1, 12)), status=StageStatus.failed("bad", "fit", "diverged"))
     with pytest.raises(NeufaceError, match="fit failed"):
         render_overlay(failed, frames, None)
+
+
+M_OK = {"msi3d_l": 0.2, "msi3d_v": 0.3, "cvd": None, "nme": 2.5}
+
+
+def _composition(root, case):
+    """Metric files of one sheet composition: monocular only, one multi-view sequence, every fit failed."""
+    if case == "mono":
+        return [_write_metrics(root, a, s, {**M_OK, "msi3d_l": 0.1 * (i + 1)})
+                for a in ("neuface", "regress") for i, s in enumerate(("vox_a", "vox_b"))]
+    if case == "one":
+        return [_write_metrics(root, "neuface", "mead_a", {**M_OK, "cvd": 2.0},
+                               per_view_cvd={"front": 1.0, "left_60": 3.0})]
+    return [_write_metrics(root, a, s, {}, status="failed")
+            for a in ("neuface", "regress") for s in ("mead_a", "vox_a")]
+
+
+@pytest.mark.parametrize("case, cvd_reason, msi_reason", [
+    ("mono", "no multi-view sequences: CVD not applicable", None),
+    ("one", None, None),
+    ("failed", "no successful fit: CVD not available", "no successful fit: MSI not available"),
+])
+def test_report_for_every_sheet_composition(tmp_path, case, cvd_reason, msi_reason):
+    """Every figure the workflow declares exists for any composition; one without data is a placeholder that
+    says why (in the PNG's Description and in index.md)."""
+    from neuface.report.plots import placeholder_reason, plot_cvd_per_view, plot_msi_distribution
+
+    paths = _composition(tmp_path / "metrics", case)
+    df = load_metrics(paths)
+    cvd = plot_cvd_per_view(df, tmp_path / "cvd.png")
+    msi = plot_msi_distribution(df, tmp_path / "msi.png")
+    assert cvd.read_bytes()[:4] == msi.read_bytes()[:4] == b"\x89PNG"
+    assert placeholder_reason(cvd) == cvd_reason and placeholder_reason(msi) == msi_reason
+    made = build_report(paths, tmp_path / "report")
+    for key, reason in (("cvd_per_view", cvd_reason), ("msi_distribution", msi_reason)):
+        assert made[key] == tmp_path / "report" / f"{key}.png" and placeholder_reason(made[key]) == reason
+    index = (tmp_path / "report" / "index.md").read_text()
+    assert index.count("(placeholder: ") == (cvd_reason is not None) + (msi_reason is not None)
+    if cvd_reason:
+        assert f"- cvd_per_view: `cvd_per_view.png` (placeholder: {cvd_reason})" in index
+    for stem in ("table2", "table3"):
+        assert (tmp_path / "report" / f"{stem}.md").is_file() and (tmp_path / "report" / f"{stem}.tex").is_file()
+    n_ok = int((df["status"] == "ok").sum())
+    assert f"{len(paths)} metric files ({n_ok} ok, {len(paths) - n_ok} failed fits)" in index
+
+
+def test_msi_plot_without_positive_values_says_so(tmp_path):
+    from neuface.report.plots import placeholder_reason, plot_msi_distribution
+
+    paths = [_write_metrics(tmp_path / "m", "neuface", "a", {**M_OK, "msi3d_l": 0.0, "msi3d_v": 0.0})]
+    path = plot_msi_distribution(load_metrics(paths), tmp_path / "msi.png")
+    assert path.is_file() and placeholder_reason(path) is None  # a figure whose panels say "no positive value"

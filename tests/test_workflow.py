@@ -217,3 +217,40 @@ def test_sharded_real_run_reuses_finished_sequences(override, tmp_path):
     config.write_text(yaml.safe_dump(cfg))
     jobs = _job_counts(snakemake("-n", "--configfile", str(config), "--cores", "1", *profile).stdout)
     assert jobs["fit_shard"] == 4 and not {"frames_shard", "landmarks_shard", "crops_shard"} & set(jobs), jobs
+
+
+def test_report_rule_on_a_monocular_only_sheet(override, tmp_path):
+    """`rule report` alone, on metrics of monocular sequences only (its inputs written here, no upstream rule
+    allowed): it succeeds, every declared output exists and the CVD figure is a placeholder that says why."""
+    from PIL import Image
+    from test_metrics import tiny_flame_files
+    from test_report import _write_metrics
+
+    from neuface.report.plots import NO_CVD
+
+    results = tmp_path / "mono_results"
+    sheet = tmp_path / "mono.tsv"
+    sheet.write_text("sequence\tview\tsplit\tpath\tdataset\n"
+                     + "".join(f"{s}\tfront\tval\t{tmp_path}/videos/{s}.mp4\tvoxceleb2\n" for s in ("vox_a", "vox_b")))
+    m = {"msi3d_l": 0.2, "msi3d_v": 0.3, "cvd": None, "nme": 2.5}
+    for annotator in ("regress", "neuface"):
+        for i, sequence in enumerate(("vox_a", "vox_b")):
+            _write_metrics(results / "metrics", annotator, sequence, {**m, "nme": 2.0 + i})
+    _, model, _, embedding = tiny_flame_files(tmp_path / "model")
+    cfg = yaml.safe_load(override.read_text())
+    cfg.update({"samples": str(sheet), "results": str(results),
+                "assets": {"flame_model": str(model), "landmark_embedding": str(embedding)}})
+    cfg["fitting"]["annotators"] = ["regress", "neuface"]
+    cfg["report"].update({"table2": ["regress", "neuface"], "table3": ["neuface"], "overlay_sequences": 0})
+    config = tmp_path / "mono.yaml"
+    config.write_text(yaml.safe_dump(cfg))
+    proc = snakemake(str(results / "report/index.md"), "--configfile", str(config), "--cores", "1",
+                     "--allowed-rules", "report")
+    assert "rule report:" in proc.stdout + proc.stderr  # it ran, on the metrics written above
+    report = results / "report"
+    for name in ("table2.md", "table3.md", "cvd_per_view.png", "msi_distribution.png", "index.md"):
+        assert (report / name).stat().st_size > 0, name
+    assert Image.open(report / "cvd_per_view.png").text.get("Description") == NO_CVD
+    assert "Description" not in Image.open(report / "msi_distribution.png").text  # a real figure
+    assert f"cvd_per_view.png` (placeholder: {NO_CVD})" in (report / "index.md").read_text()
+    assert "VoxCeleb2 NME" in (report / "table2.md").read_text()

@@ -6,7 +6,8 @@ Layout of ``out/``::
     table3.{csv,md,tex} table3_long.csv     variants × datasets × metrics
     sequences.csv                           one row per (annotator, sequence): status and every metric
     per_view.csv                            annotators × datasets × views × metrics (NME, MPVE, CVD, MSI)
-    cvd_per_view.png msi_distribution.png loss_curves.png
+    cvd_per_view.png msi_distribution.png   always made: a placeholder saying why when there is no data
+    loss_curves.png                         when fits are given
     overlays/<annotator>__<sequence>.mp4
     captions/*.rst                          copies of the Snakemake report captions
     index.md                                what was made
@@ -127,7 +128,8 @@ def _write_index(out: Path, df, made: dict[str, Any]) -> None:
         lines += [(out / f"{key}.md").read_text(), ""]
     for key, value in made.items():
         if isinstance(value, Path):
-            lines.append(f"- {key}: `{value.name}`")
+            reason = plots.placeholder_reason(value) if value.suffix == ".png" else None
+            lines.append(f"- {key}: `{value.name}`" + (f" (placeholder: {reason})" if reason else ""))
         elif isinstance(value, list):
             lines += [f"- overlay: `overlays/{p.name}`" for p in value]
     with atomic_path(out / "index.md", suffix=".md") as tmp:

@@ -1,5 +1,9 @@
 """Report figures (matplotlib, Agg backend, PNG): per-view CVD bars (paper Fig. 7), MSI_3D distributions,
-and loss curves of fits."""
+and loss curves of fits.
+
+The report's figures always exist, whatever the sheet holds (monocular sequences only, one sequence, every fit
+failed): a figure without data is a placeholder PNG that says why (:func:`plot_placeholder`), so the workflow
+can declare it as an output."""
 
 from __future__ import annotations
 
@@ -16,7 +20,12 @@ from neuface.io_utils import atomic_path
 
 log = logging.getLogger(__name__)
 
-__all__ = ["plot_cvd_per_view", "plot_msi_distribution", "plot_loss_curves"]
+__all__ = ["plot_cvd_per_view", "plot_msi_distribution", "plot_loss_curves", "plot_placeholder",
+           "placeholder_reason"]
+
+#: Texts of the placeholder figures (the reason a figure has no data).
+NO_CVD = "no multi-view sequences: CVD not applicable"
+NO_FIT = "no successful fit: {} not available"
 
 _VIEW_ORDER = ("left_60", "left_30", "front", "right_30", "right_60", "top", "down")
 
@@ -30,29 +39,61 @@ def _pyplot():
     return plt
 
 
-def _save(fig, path: str | os.PathLike) -> Path:
+def _save(fig, path: str | os.PathLike, description: str | None = None) -> Path:
     plt = _pyplot()
+    metadata = {"Description": description} if description else None
     with atomic_path(path, suffix=".png") as tmp:
-        fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
+        fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight", metadata=metadata)
     plt.close(fig)
     return Path(path)
 
 
-def plot_cvd_per_view(df: pd.DataFrame, path: str | os.PathLike, labels: dict[str, str] | None = None
-                      ) -> Path | None:
-    """Grouped bars: per view, the per-view CVD (mm) averaged over ok multi-view sequences, one bar per annotator.
+def plot_placeholder(path: str | os.PathLike, title: str, message: str) -> Path:
+    """A small PNG that shows ``title`` and why the figure has no data (``message``, also the PNG's
+    ``Description`` text chunk); logged."""
+    log.info("%s: %s (placeholder written to %s)", title, message, path)
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5.0, 1.6))
+    ax.axis("off")
+    ax.text(0.5, 0.62, title, ha="center", va="center", fontsize=11, transform=ax.transAxes)
+    ax.text(0.5, 0.3, message, ha="center", va="center", fontsize=9, color="0.35", transform=ax.transAxes)
+    return _save(fig, path, description=message)
 
-    Returns the path, or ``None`` when no sequence has per-view CVD.
-    """
-    labels = labels or {}
+
+def placeholder_reason(path: str | os.PathLike) -> str | None:
+    """Why the figure at ``path`` has no data, if it is a :func:`plot_placeholder`; else None."""
+    from PIL import Image
+
+    with Image.open(path) as image:
+        return image.text.get("Description") if hasattr(image, "text") else None
+
+
+def _cvd_means(df: pd.DataFrame) -> dict[str, dict[str, float]]:
+    """annotator -> view -> mean per-view CVD over the ok sequences that have a value for that view."""
     means: dict[str, dict[str, float]] = {}
     for ann, group in df[df["status"] == "ok"].groupby("annotator", sort=False):
         per = [d for d in group["per_view_cvd"] if isinstance(d, dict)]
-        if per:
-            views = sorted({v for d in per for v in d})
-            means[ann] = {v: float(np.nanmean([d[v] for d in per if v in d and d[v] is not None])) for v in views}
+        values: dict[str, list[float]] = {}
+        for d in per:
+            for view, value in d.items():
+                if value is not None and math.isfinite(float(value)):
+                    values.setdefault(view, []).append(float(value))
+        if values:
+            means[ann] = {v: float(np.mean(vals)) for v, vals in sorted(values.items())}
+    return means
+
+
+def plot_cvd_per_view(df: pd.DataFrame, path: str | os.PathLike, labels: dict[str, str] | None = None) -> Path:
+    """Grouped bars: per view, the per-view CVD (mm) averaged over ok multi-view sequences, one bar per annotator.
+
+    Without any per-view CVD the figure is a placeholder saying why: :data:`NO_CVD` (monocular sequences only)
+    or :data:`NO_FIT` (every fit failed). Returns the path.
+    """
+    labels = labels or {}
+    means = _cvd_means(df)
     if not means:
-        return None
+        reason = NO_CVD if (df["status"] == "ok").any() else NO_FIT.format("CVD")
+        return plot_placeholder(path, "Cross-view vertex distance per view", reason)
     all_views = sorted({v for m in means.values() for v in m},
                        key=lambda v: (_VIEW_ORDER.index(v) if v in _VIEW_ORDER else 99, v))
     plt = _pyplot()
@@ -71,14 +112,18 @@ def plot_cvd_per_view(df: pd.DataFrame, path: str | os.PathLike, labels: dict[st
 
 
 def plot_msi_distribution(df: pd.DataFrame, path: str | os.PathLike, annotators: Sequence[str] | None = None,
-                          labels: dict[str, str] | None = None) -> Path | None:
-    """Box plots of per-sequence MSI_3D^L and MSI_3D^V (log scale) per annotator; ``None`` without values."""
+                          labels: dict[str, str] | None = None) -> Path:
+    """Box plots of per-sequence MSI_3D^L and MSI_3D^V (log scale) per annotator; returns the path.
+
+    Without any value (every fit failed) the figure is a placeholder saying :data:`NO_FIT`; a panel whose metric
+    has no positive value says so.
+    """
     labels = labels or {}
     ok = df[df["status"] == "ok"]
     anns = list(annotators) if annotators is not None else list(dict.fromkeys(ok["annotator"]))
     data = {k: [ok.loc[ok["annotator"] == a, k].dropna().to_numpy() for a in anns] for k in ("msi3d_l", "msi3d_v")}
     if not any(len(v) for vals in data.values() for v in vals):
-        return None
+        return plot_placeholder(path, "Temporal stability (MSI$_{3D}$)", NO_FIT.format("MSI"))
     plt = _pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(max(8.0, 2.0 * len(anns) + 3), 3.8), constrained_layout=True)
     for ax, (key, title) in zip(axes, (("msi3d_l", "MSI$_{3D}^{L}$"), ("msi3d_v", "MSI$_{3D}^{V}$")), strict=True):
@@ -90,6 +135,8 @@ def plot_msi_distribution(df: pd.DataFrame, path: str | os.PathLike, annotators:
                 n = len(vals[i])
                 ax.scatter(pos + (np.arange(n) - (n - 1) / 2) * 0.24 / max(n - 1, 1), vals[i], s=8, alpha=0.6, zorder=3)
             ax.set_yscale("log")
+        else:
+            ax.text(0.5, 0.5, "no positive value", ha="center", va="center", color="0.35", transform=ax.transAxes)
         ax.set_title(f"{title} per sequence")
         ax.set_ylabel("1/mm$^2$")
         ax.tick_params(axis="x", labelrotation=30, labelsize=8)
