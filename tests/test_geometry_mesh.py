@@ -169,6 +169,15 @@ def test_visibility_front_hemisphere_of_sphere():
     n = vertex_normals(verts, f)
     vis = vertex_visibility(verts, n)[0]
     cos_a = math.cos(math.radians(72.0))
+    # cos(72°) = (√5 - 1) / 4 is a coordinate of the icosahedron: a ring of vertices has its normal at exactly
+    # 72° from +z, so their visibility is decided by float rounding (and differs between builds). They are
+    # excluded explicitly; every other vertex is at least BAND away from the threshold and checked exactly.
+    BAND = 1e-3  # > the far camera's parallax (radius / distance = 1e-4 in cos), < the next vertex's gap (7.7e-3)
+    cos_z = n[0, :, 2] / n[0].norm(dim=-1)
+    boundary = (cos_z - cos_a).abs() < BAND
+    assert int(boundary.sum()) == 4 and (cos_z[boundary] - cos_a).abs().max() < 1e-12
+    assert ((cos_z[~boundary] - cos_a).abs() > 5 * BAND).all()
+    assert torch.equal(vis[~boundary], cos_z[~boundary] > cos_a)  # exact away from the boundary ring
     radial_z = (v / v.norm(dim=-1, keepdim=True))[:, 2]
     # normals are ~radial: clear cases away from the cone boundary
     assert vis[radial_z > cos_a + 0.01].all()
@@ -177,13 +186,13 @@ def test_visibility_front_hemisphere_of_sphere():
     # weak-perspective default == explicit +z directions == a far pinhole camera on +z
     plus_z = torch.zeros_like(verts)
     plus_z[..., 2] = 1.0
-    assert torch.equal(vertex_visibility(verts, n, plus_z), vis[None])
+    assert torch.equal(vertex_visibility(verts, n, plus_z), vis[None])  # the same arithmetic: exact everywhere
     flip_yz = torch.diag(torch.tensor([1.0, -1, -1], dtype=F64))[None]  # camera on +z looking down -z
     t_far = torch.tensor([[0.0, 0.0, 1000.0]], dtype=F64)
     cam = PinholeCamera(K=torch.eye(3, dtype=F64)[None], R=flip_yz, t=t_far)
     torch.testing.assert_close(cam.centers(), torch.tensor([[0.0, 0.0, 1000.0]], dtype=F64))
     far = vertex_visibility(verts, n, cam.directions_to_camera(verts))
-    assert (far != vis[None]).sum() <= 3  # only grazing vertices may differ
+    assert torch.equal(far[0, ~boundary], vis[~boundary])  # the same everywhere off the boundary ring
     # a close camera sees less than a hemisphere-cone
     cam.t = torch.tensor([[0.0, 0.0, 0.3]], dtype=F64)
     near = vertex_visibility(verts, n, cam.directions_to_camera(verts))
