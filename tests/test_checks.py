@@ -51,3 +51,58 @@ def test_atomic_path_renames_only_on_success(tmp_path):
         raise RuntimeError("killed")
     assert target.read_bytes() == b"done"
     assert [p.name for p in target.parent.iterdir()] == ["out.bin"]
+
+
+KILLED_WRITER = """
+import os, signal, sys
+from neuface.io_utils import atomic_path
+cm = atomic_path(sys.argv[1], suffix=".h5")
+cm.__enter__().write_bytes(b"half")
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_next_write_removes_temporaries_of_killed_writers(tmp_path):
+    """SIGKILL inside atomic_path leaves its temporary file; the next write of the same target removes it,
+    and only the stale ones of that target (not other targets', not live writers', not recent unknown ones)."""
+    import subprocess
+    import sys
+    import time
+
+    from neuface.io_utils import _HOST_TAG, STALE_AFTER_S
+
+    target = tmp_path / "out.h5"
+    proc = subprocess.Popen([sys.executable, "-c", KILLED_WRITER, str(target)], stderr=subprocess.PIPE)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == -9, err.decode()
+    dead = proc.pid  # reaped: no such process now
+    left = [p.name for p in tmp_path.iterdir()]
+    assert len(left) == 1 and left[0].startswith(f".out.h5.{dead}-{_HOST_TAG}.") and not target.exists()
+    old = time.time() - STALE_AFTER_S - 60
+
+    def temp(name, mtime=None):
+        path = tmp_path / name
+        path.write_bytes(b"x")
+        if mtime is not None:
+            os.utime(path, (mtime, mtime))
+        return path
+
+    keep = [
+        temp(f".other.h5.{dead}-{_HOST_TAG}.abcdefgh.h5"),  # another target's (its next write removes it)
+        temp(f".out.h5.{os.getpid()}-{_HOST_TAG}.abcdefgh.h5", old),  # a live writer's, however old
+        temp(".out.h5.0123abcd-deadbeef.h5", old),  # not a temporary file name of out.h5
+        temp(".out.h5.abcdefgh.h5"),  # without a pid (older neuface) and recent
+        temp(f".out.h5.{dead}-{int(_HOST_TAG, 16) ^ 1:08x}.abcdefgh.h5"),  # another host's, recent
+    ]
+    gone = [
+        tmp_path / left[0],
+        temp(f".out.h5.{dead}-{_HOST_TAG}.zyxwvuts.part"),  # a dead writer of this host's
+        temp(".out.h5.abc_efgh.h5", old),  # without a pid, untouched for longer than STALE_AFTER_S
+        temp(f".out.h5.{dead}-{int(_HOST_TAG, 16) ^ 1:08x}.abcdefgh.h5x", old),  # another host's, old
+    ]
+    with atomic_path(target, suffix=".h5") as tmp:
+        tmp.write_bytes(b"done")
+    assert target.read_bytes() == b"done"
+    assert all(p.exists() for p in keep), [p.name for p in keep if not p.exists()]
+    assert not any(p.exists() for p in gone), [p.name for p in gone if p.exists()]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([target.name] + [p.name for p in keep])
