@@ -123,3 +123,62 @@ def test_reader_errors(packed, tmp_path):
         NeuFaceH5(tmp_path / "none.h5")
     with pytest.raises(NeufaceError, match="clip_len"):
         NeuFaceH5(packed["path"], clip_len=0)
+
+
+def _damaged(packed, tmp_path, damage):
+    """A copy of the packed file with ``damage(h5py.File)`` applied (the file stays a valid HDF5 file)."""
+    import shutil
+
+    import h5py
+
+    path = tmp_path / f"damaged{len(list(tmp_path.glob('damaged*.h5')))}.h5"
+    shutil.copyfile(packed["path"], path)
+    with h5py.File(path, "r+") as f:
+        damage(f)
+    return path
+
+
+def test_corrupted_file_errors_name_the_file_and_the_object(packed, tmp_path):
+    """A file whose datasets, groups or attributes were deleted or damaged: NeufaceError naming the path and
+    what is missing, never a bare KeyError (nor an IndexError that would end a `for` loop silently)."""
+    import h5py
+
+    path = _damaged(packed, tmp_path, lambda f: f["sequences/b"].__delitem__("expression"))
+    ds = NeuFaceH5(path, clip_len=8)  # the index is built from attributes: opening still works
+    i = [s for s, _, _ in ds.clips()].index("b")
+    with pytest.raises(NeufaceError, match=rf"{path}: /sequences/b/expression is missing"):
+        ds[i]
+    assert ds[0]["sequence"] == "a"  # other sequences still read
+    ds.close()
+    path = _damaged(packed, tmp_path, lambda f: f["sequences/a"].attrs.__delitem__("n_frames"))
+    with pytest.raises(NeufaceError, match=rf"{path}: attribute 'n_frames' of /sequences/a is missing"):
+        NeuFaceH5(path)
+    path = _damaged(packed, tmp_path, lambda f: f.__delitem__("sequences"))
+    with pytest.raises(NeufaceError, match=rf"{path}: /sequences is missing"):
+        NeuFaceH5(path)
+    path = _damaged(packed, tmp_path, lambda f: f.attrs.__delitem__("n_shape"))
+    with pytest.raises(NeufaceError, match=rf"{path}: attribute 'n_shape' of / is missing"):
+        NeuFaceH5(path)
+
+    def shorten(f):  # a dataset with fewer frames than its group's n_frames
+        cam = f["sequences/b/cam"][:10]
+        del f["sequences/b/cam"]
+        f["sequences/b"].create_dataset("cam", data=cam)
+
+    path = _damaged(packed, tmp_path, shorten)
+    ds = NeuFaceH5(path, clip_len=8)
+    with pytest.raises(NeufaceError, match=rf"{path}: /sequences/b/cam has 10 frames"):
+        ds[ds.clips().index(("b", "front", 8))]
+    ds.close()
+    # damaged bytes inside a compressed chunk: h5py's OSError names neither the file nor the dataset
+    path = tmp_path / "bytes.h5"
+    path.write_bytes(packed["path"].read_bytes())
+    with h5py.File(path, "r") as f:
+        info = f["sequences/a/pose"].id.get_chunk_info(0)
+    with open(path, "r+b") as fh:
+        fh.seek(info.byte_offset)
+        fh.write(b"\xff" * info.size)
+    ds = NeuFaceH5(path, clip_len=8)
+    with pytest.raises(NeufaceError, match=rf"{path}: cannot read /sequences/a/pose \(corrupted file\?\)"):
+        ds[0]
+    ds.close()

@@ -8,9 +8,11 @@ so ``DataLoader(num_workers > 0)`` works with both ``fork`` and ``spawn``.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from collections import OrderedDict
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -78,19 +80,20 @@ class NeuFaceH5(Dataset):
             f = h5py.File(self.path, "r")
         except OSError as exc:
             raise NeufaceError(f"cannot open dataset {self.path}: {exc}") from None
-        with f:
+        with f, self._reading("the file's index"):
             fmt = attr_str(f.attrs.get("format", ""))
             if fmt != DATASET_FORMAT:
                 raise NeufaceError(f"{self.path} is not a {DATASET_FORMAT} file (format={fmt!r})")
             attrs = {k: (attr_str_list(v) if isinstance(v, np.ndarray) and v.ndim else v) for k, v in f.attrs.items()}
-            n_shape, n_exp = int(f.attrs["n_shape"]), int(f.attrs["n_exp"])
+            n_shape, n_exp = int(self._attr(f, "n_shape")), int(self._attr(f, "n_exp"))
             index: list[tuple[str, int, str, int]] = []
             wanted = None if views is None else set(views)
             skipped = 0
-            for name, g in f["sequences"].items():
-                n_frames = int(g.attrs["n_frames"])
+            for name in self._member(f, "sequences"):
+                g = self._member(f, f"sequences/{name}")
+                n_frames = int(self._attr(g, "n_frames"))
                 length = n_frames if self.clip_len is None else self.clip_len
-                for vi, view in enumerate(attr_str_list(g.attrs["views"])):
+                for vi, view in enumerate(attr_str_list(self._attr(g, "views"))):
                     if wanted is not None and view not in wanted:
                         continue
                     if n_frames < length or n_frames == 0:
@@ -115,12 +118,48 @@ class NeuFaceH5(Dataset):
                                f"{self.n_shape}, {self.n_exp}")
         return flame.eval()
 
+    # ------------------------------------------------------------------------------------------- errors
+    @contextlib.contextmanager
+    def _reading(self, what: str) -> Iterator[None]:
+        """h5py errors while reading ``what`` become a :class:`NeufaceError` naming the file (a corrupted file)."""
+        try:
+            yield
+        except NeufaceError:
+            raise
+        except (OSError, KeyError, IndexError, ValueError, TypeError, RuntimeError) as exc:
+            # IndexError too: out of __getitem__ it would end a `for item in dataset` loop silently
+            raise NeufaceError(f"{self.path}: cannot read {what} (corrupted file?): {exc}") from None
+
+    def _member(self, parent: h5py.Group, key: str) -> Any:
+        """``parent[key]``; a missing or unreadable object is a NeufaceError naming the file and the object."""
+        where = f"{parent.name.rstrip('/')}/{key}"
+        try:
+            return parent[key]
+        except KeyError:
+            raise NeufaceError(f"{self.path}: {where} is missing (corrupted or incomplete file)") from None
+        except (OSError, ValueError, RuntimeError) as exc:
+            raise NeufaceError(f"{self.path}: cannot open {where} (corrupted file?): {exc}") from None
+
+    def _attr(self, obj: h5py.Group | h5py.Dataset, key: str) -> Any:
+        """``obj.attrs[key]``; a missing or unreadable attribute is a NeufaceError naming the file and object."""
+        try:
+            return obj.attrs[key]
+        except KeyError:
+            raise NeufaceError(f"{self.path}: attribute {key!r} of {obj.name} is missing (corrupted or incomplete "
+                               "file)") from None
+        except (OSError, ValueError, RuntimeError) as exc:
+            raise NeufaceError(f"{self.path}: cannot read attribute {key!r} of {obj.name} (corrupted file?): "
+                               f"{exc}") from None
+
     # ------------------------------------------------------------------------------------------- file handle
     def _h5(self) -> h5py.File:
         if self._file is None or self._pid != os.getpid():
             # after a fork the parent's handle is not reused; a larger chunk cache lets consecutive clips of a
             # sequence share decompressed chunks
-            self._file = h5py.File(self.path, "r", rdcc_nbytes=CHUNK_CACHE_BYTES)
+            try:
+                self._file = h5py.File(self.path, "r", rdcc_nbytes=CHUNK_CACHE_BYTES)
+            except OSError as exc:
+                raise NeufaceError(f"cannot open dataset {self.path}: {exc}") from None
             self._pid = os.getpid()
             self._groups = OrderedDict()
         return self._file
@@ -130,8 +169,8 @@ class NeuFaceH5(Dataset):
         f = self._h5()
         handles = self._groups.get(name)
         if handles is None:
-            g = f["sequences"][name]
-            handles = {key: g[key] for key in ("shape", *CLIP_ARRAYS)}
+            g = self._member(f, f"sequences/{name}")
+            handles = {key: self._member(g, key) for key in ("shape", *CLIP_ARRAYS)}
             self._groups[name] = handles
             if len(self._groups) > OPEN_SEQUENCES:
                 self._groups.popitem(last=False)
@@ -170,10 +209,20 @@ class NeuFaceH5(Dataset):
         name, vi, view, start = self._index[i]
         g = self._datasets(name)
         stop = start + (self.clip_len or int(g["frame_indices"].shape[0]))
-        item: dict[str, Any] = {"shape": torch.from_numpy(g["shape"][()]).to(self.dtype)}
-        for key in CLIP_ARRAYS:
-            arr = torch.from_numpy(np.ascontiguousarray(g[key][start:stop, vi] if key != "frame_indices"
-                                                        else g[key][start:stop]))
+        item: dict[str, Any] = {}
+        for key in ("shape", *CLIP_ARRAYS):
+            with self._reading(f"/sequences/{name}/{key}"):
+                data = g[key]
+                if key == "shape":
+                    arr = data[()]
+                elif key == "frame_indices":
+                    arr = data[start:stop]
+                else:
+                    arr = data[start:stop, vi]
+            if key != "shape" and arr.shape[0] != stop - start:
+                raise NeufaceError(f"{self.path}: /sequences/{name}/{key} has {data.shape[0]} frames, the group's "
+                                   f"n_frames needs at least {stop} (corrupted file)")
+            arr = torch.from_numpy(np.ascontiguousarray(arr))
             item[key] = arr.to(self.dtype) if arr.is_floating_point() else arr
         item.update(sequence=name, view=view, start=start)
         if self.flame is not None:
