@@ -5,6 +5,11 @@ from pathlib import Path
 
 from neuface.sheets import read_sheet
 from neuface.shards import partition, shard_rows_digests
+from neuface.workflow_checks import annotator_settings, validate_annotators
+
+# Every annotator's settings are built now, as `neuface fit` builds them: a bad key or value fails `snakemake -n`
+# with its name instead of every fit job after the front end ran.
+validate_annotators(config)
 
 RESULTS = config["results"]
 LOGS = f"{RESULTS}/logs"
@@ -75,8 +80,7 @@ def cli_options(section, flags):
 
 def annotator_settings_json(annotator):
     """Settings of one annotator for `neuface fit --settings`: fitting.common, then fitting.settings[name]."""
-    settings = {**config["fitting"]["common"], **config["fitting"]["settings"].get(annotator, {})}
-    return json.dumps(settings, sort_keys=True, separators=(",", ":"))
+    return json.dumps(annotator_settings(config, annotator), sort_keys=True, separators=(",", ":"))
 
 
 def sequence_seed(sequence):

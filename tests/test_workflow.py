@@ -254,3 +254,25 @@ def test_report_rule_on_a_monocular_only_sheet(override, tmp_path):
     assert "Description" not in Image.open(report / "msi_distribution.png").text  # a real figure
     assert f"cvd_per_view.png` (placeholder: {NO_CVD})" in (report / "index.md").read_text()
     assert "VoxCeleb2 NME" in (report / "table2.md").read_text()
+
+
+@pytest.mark.parametrize("where, key, value, message", [
+    ("settings", "n_pass", 3, "annotator 'neuface' (fitting.annotators): unknown annotator setting(s): n_pass"),
+    ("common", "lr", "fast", "annotator 'regress' (fitting.annotators): annotator setting lr='fast'"),
+    ("annotators", None, "nope", "annotator 'nope' (fitting.annotators): unknown annotator 'nope'"),
+])
+def test_dry_run_refuses_bad_annotator_settings(override, tmp_path, where, key, value, message):
+    """A bad annotator setting fails `snakemake -n` when the workflow is parsed, naming annotator and key."""
+    cfg = yaml.safe_load(override.read_text())
+    if where == "settings":
+        cfg["fitting"]["settings"]["neuface"] = {key: value}
+    elif where == "common":
+        cfg["fitting"]["common"][key] = value
+    else:
+        cfg["fitting"]["annotators"].append(value)
+    config = tmp_path / "bad_annotator.yaml"
+    config.write_text(yaml.safe_dump(cfg))
+    proc = snakemake("-n", "--configfile", str(config), "--cores", "1", check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and message in out, out
+    assert "Building DAG of jobs" not in out and "rule fit:" not in out  # refused before any job was planned
