@@ -2,9 +2,11 @@
 
 A checkpoint is a ``torch.save`` dict of tensors and plain Python values (loaded back with
 ``weights_only=True``): model/parameter state, optimiser state, loop counters, E-step targets, loss history,
-RNG states and the annotator's ``config_hash``. A checkpoint whose hash differs from the current settings is
-ignored with a warning (the run starts fresh). With deterministic settings a resumed run reproduces an
-uninterrupted one exactly, because everything the remaining steps depend on is in the checkpoint.
+RNG states, the annotator's ``config_hash`` and the sha256 of every input file of the fit (``inputs``: crops,
+landmarks, FLAME model, landmark embedding, encoder weights). A checkpoint written with other settings or for
+other input contents is ignored with a warning naming what changed (the run starts fresh): resuming it would
+mix two fits. With deterministic settings a resumed run reproduces an uninterrupted one exactly, because
+everything the remaining steps depend on is in the checkpoint.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -75,8 +77,10 @@ def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> None:
         torch.save(payload, tmp)
 
 
-def load_checkpoint(path: str | os.PathLike | None, config_hash: str, kind: str) -> dict[str, Any] | None:
-    """The checkpoint at ``path`` if it exists and matches ``config_hash`` and ``kind``; else None (warns)."""
+def load_checkpoint(path: str | os.PathLike | None, config_hash: str, kind: str,
+                    inputs: Mapping[str, str] | None = None) -> dict[str, Any] | None:
+    """The checkpoint at ``path`` if it exists and matches ``config_hash``, ``kind`` and (unless None) the
+    ``inputs`` digests (name -> sha256 of each input file); else None, with a warning naming what changed."""
     if path is None or not Path(path).is_file():
         return None
     try:
@@ -84,9 +88,20 @@ def load_checkpoint(path: str | os.PathLike | None, config_hash: str, kind: str)
     except Exception as exc:  # noqa: BLE001 - a corrupt checkpoint must not stop the run
         log.warning("ignoring unreadable checkpoint %s (%s); starting fresh", path, exc)
         return None
+    changed = []
     if payload.get("config_hash") != config_hash or payload.get("kind") != kind:
-        log.warning("checkpoint %s was written with other settings (%s/%s); starting fresh",
-                    path, payload.get("kind"), str(payload.get("config_hash"))[:12])
+        changed.append(f"settings changed (written with other settings: {payload.get('kind')}/"
+                       f"{str(payload.get('config_hash'))[:12]}, now {kind}/{config_hash[:12]})")
+    if inputs is not None:
+        saved = payload.get("inputs")
+        if not isinstance(saved, dict):
+            changed.append("inputs changed? (the checkpoint records no input digests)")
+        else:
+            names = sorted(n for n in set(saved) | set(inputs) if saved.get(n) != inputs.get(n))
+            if names:
+                changed.append(f"inputs changed: {', '.join(names)}")
+    if changed:
+        log.warning("discarding checkpoint %s: %s; starting fresh", path, "; ".join(changed))
         return None
     log.info("resuming from checkpoint %s (step %d)", path, payload.get("step", -1))
     return payload
@@ -101,18 +116,32 @@ class Checkpointer:
         config_hash: written into every checkpoint.
         kind: annotator method (a checkpoint of another method is never resumed).
         stop: the :class:`StopSignal` to poll.
+        inputs: name -> sha256 of each input file of the fit, or a function returning them (called once, when
+            a checkpoint is first loaded or saved, so a fit that never checkpoints hashes nothing); written into
+            every checkpoint, and a checkpoint of other inputs is never resumed. None: not checked.
     """
 
     def __init__(self, path: str | os.PathLike | None, every: int, config_hash: str, kind: str,
-                 stop: StopSignal | None = None) -> None:
+                 stop: StopSignal | None = None,
+                 inputs: Mapping[str, str] | Callable[[], Mapping[str, str]] | None = None) -> None:
         self.path = None if path is None else Path(path)
         self.every = max(1, int(every))
         self.config_hash = config_hash
         self.kind = kind
         self.stop = stop
+        self._inputs = inputs
+
+    @property
+    def inputs(self) -> dict[str, str] | None:
+        """The input digests (computed on first use when given as a function)."""
+        if callable(self._inputs):
+            self._inputs = self._inputs()
+        return None if self._inputs is None else dict(self._inputs)
 
     def load(self) -> dict[str, Any] | None:
-        return load_checkpoint(self.path, self.config_hash, self.kind)
+        if self.path is None or not self.path.is_file():
+            return None
+        return load_checkpoint(self.path, self.config_hash, self.kind, self.inputs)
 
     def after_step(self, step: int, make_payload: Callable[[], dict[str, Any]]) -> None:
         """Call after optimisation step ``step`` (1-based count of steps done)."""
@@ -121,6 +150,8 @@ class Checkpointer:
             payload = make_payload()
             payload.update({"config_hash": self.config_hash, "kind": self.kind, "step": step,
                             "rng": rng_state()})
+            if self.inputs is not None:
+                payload["inputs"] = self.inputs
             save_checkpoint(self.path, payload)
             log.debug("checkpoint written at step %d", step)
         if stopping:
