@@ -168,9 +168,10 @@ def rotation_jitter(res, synth) -> float:
 # The stability comparison needs a sequence long enough for the temporal window (5 frames) to matter, noisy
 # detections and a per-frame regressor that jitters; the 6-frame `synth` above is for the other tests.
 LONG_FRAMES, LONG_SEED, LONG_ENCODER_SEED = 20, 0, 0
-#: NeuFace on the long sequence: lr / passes suit the tiny encoder (the defaults, lr 2e-5 x 5 passes, are for
-#: DECA's pretrained ResNet-50); the loss weights are the product's (λ2d 10, λtemp 100, λview 200).
-NEUFACE_LONG = {"lr": 1e-3, "n_passes": 60, "window_frames": 4, "temporal_window": 5}
+#: NeuFace on the long sequence: lr / passes suit the tiny encoder (the default lr 2e-5 is for DECA's pretrained
+#: ResNet-50); the loss weights are the product's (λ2d 10, λtemp 100, λview 200). A fixed 60-pass schedule
+#: (converge_tol 0), so the comparison does not depend on where the stopping rule ends the fit.
+NEUFACE_LONG = {"lr": 1e-3, "n_passes": 60, "window_frames": 4, "temporal_window": 5, "converge_tol": 0.0}
 
 
 @pytest.fixture(scope="module")
@@ -397,3 +398,44 @@ def test_fits_in_one_process_load_the_encoder_once_and_start_from_its_weights(ki
     weights.write_bytes(b"replaced")  # a new file (size changes) is loaded again
     api.run_fit(synth.crops, synth.landmarks, kit["flame"], kit["embedding"], "neuface", settings, tmp_path / "f.h5")
     assert calls == ["builtin", "builtin"]
+
+
+def test_identity_stays_in_the_prior_where_an_untied_unregularised_fit_drifts(kit, synth, pretrained, tmp_path):
+    """A long, fast fit with one β per image and no prior lets the identity absorb landmark error (‖β‖ > 1, the
+    filter would reject it); the default (β tied per batch + ‖β‖² prior) stays inside the prior."""
+    long_fast = {"lr": 3e-3, "n_passes": 30, "window_frames": 2, "converge_tol": 0.0}
+    s_free, free = fit(kit, synth, tmp_path / "free", "neuface", pretrained, shape_mode="free", lambda_beta=0.0,
+                       **long_fast)
+    s_tied, tied = fit(kit, synth, tmp_path / "tied", "neuface", pretrained, **long_fast)
+    assert s_free.ok and s_tied.ok
+    assert np.linalg.norm(free["shape"]) > 1.0
+    assert np.linalg.norm(tied["shape"]) <= 1.0
+    assert lmk_error(tied, synth) < lmk_error(free, synth) * 1.5  # the prior does not cost the landmark fit
+
+
+@pytest.mark.parametrize("mode", ["mean", "first"])
+def test_the_sequence_beta_is_the_beta_the_batches_were_tied_to(kit, synth, pretrained, mode):
+    from neuface.fitting.forward import predict_all
+
+    seq = load_sequence(synth.crops, synth.landmarks)
+    settings = resolve_annotator("neuface", {"progress": False, "lr": 1e-3, "n_passes": 2, "window_frames": 2,
+                                             "shape_mode": mode})
+    enc = copy.deepcopy(pretrained)
+    out = fit_neuface(enc, kit["layer"], seq, settings, torch.device("cpu"))
+    per_image = predict_all(enc, seq, enc.input_size, torch.device("cpu"), 64).shape.reshape(N_FRAMES, 2, -1)
+    want = per_image.flatten(0, 1).mean(0) if mode == "mean" else per_image[0::2, 0].mean(0)  # windows of 2 frames
+    np.testing.assert_allclose(out.params.shape, want.numpy(), atol=1e-6)
+
+
+def test_convergence_stops_before_the_cap_and_the_fit_file_says_why(kit, synth, pretrained, tmp_path):
+    status, res = fit(kit, synth, tmp_path, "neuface", pretrained, lr=1e-3, n_passes=200, window_frames=3,
+                      converge_tol=0.02, patience=2, min_passes=3)
+    assert status.ok, status.reason
+    details = res["status"].details
+    assert 3 <= details["passes"] < 200 and details["stop_reason"].startswith("converged")
+    assert len(details["pass_l2d"]) == details["passes"] == len(res["losses"]["total"]) // 2
+    assert details["final_lr"] < 1e-3  # decayed at the first plateau
+    status, res = fit(kit, synth, tmp_path / "fixed", "neuface", pretrained, lr=1e-3, n_passes=4, window_frames=3,
+                      converge_tol=0.0, final_full_steps=2)
+    assert res["status"].details["passes"] == 4 and res["status"].details["stop_reason"] == "maximum of 4 passes"
+    assert len(res["losses"]["total"]) == 4 * 2 + 2  # two windows per pass, then two full-sequence steps

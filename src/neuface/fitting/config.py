@@ -17,6 +17,8 @@ from typing import Any
 from neuface.errors import NeufaceError
 
 METHODS = ("neuface", "regress", "flamefit")
+LR_SCHEDULES = ("constant", "cosine", "plateau")
+SHAPE_MODES = ("free", "mean", "first")
 #: Keys that do not change what a fit computes (left out of :func:`config_hash`).
 NON_RESULT_KEYS = ("device", "checkpoint_every", "progress")
 
@@ -25,11 +27,27 @@ NON_RESULT_KEYS = ("device", "checkpoint_every", "progress")
 class AnnotatorSettings:
     """Everything an annotator needs besides its input files.
 
-    NeuFace (Eq. 1): ``lr`` Adam on all conv/linear weights of the encoder, ``n_passes`` EM passes over the
-    sequence in windows of ``window_frames`` frames (× all views in one batch), targets from a centred
-    ``temporal_window`` (odd, frames) ``temporal_reduce`` (mean | median) of head-rotation quaternions and the
-    visibility-weighted multi-view mean mesh. ``loss_mode='naive'`` uses appendix B's non-EM losses.
-    Defaults follow the official code (λ 10 / 100 / 200, lr 2e-5) except ``n_passes`` (official: 100).
+    NeuFace (Eq. 1): Adam at ``lr`` on all conv/linear weights of the encoder, EM passes over the sequence in
+    windows of ``window_frames`` frames (× all views in one batch), targets from a centred ``temporal_window``
+    (odd, frames) ``temporal_reduce`` (mean | median) of head-rotation quaternions and the confidence-weighted
+    multi-view mean mesh. ``loss_mode='naive'`` uses appendix B's non-EM losses. λ 10 / 100 / 200 as the official
+    code; the temporal term is scaled as the official code's (per-component MSE summed over views).
+
+    Schedule (convergence-aware): at most ``n_passes`` passes; after ``min_passes``, a pass whose mean L2D
+    improved on the previous pass by less than ``converge_tol`` (relative) is a *plateau*; the fit stops at the
+    ``patience``-th plateau (``converge_tol = 0`` runs exactly ``n_passes``). ``lr_schedule``: ``constant``
+    (official), ``cosine`` (to ``lr_min_factor`` × lr over ``n_passes``) or ``plateau`` (× ``lr_decay`` at every
+    plateau). ``shuffle_windows`` permutes the window order every pass (seeded by ``seed`` and the pass, so a
+    resumed fit takes the same order). ``final_full_steps`` adds Adam steps on the whole sequence at once
+    (gradients of every window accumulated), which favour no window.
+
+    Identity: ``lambda_beta`` weighs the Gaussian prior ``‖β‖²`` of the β FLAME is evaluated with (neuface and
+    flamefit), which keeps the identity in the encoder's prior instead of absorbing landmark error;
+    ``shape_mode`` ``mean`` ties β inside each batch to the batch mean, ``first`` copies the first image's β to
+    the batch (the official code), ``free`` gives every image its own β; ``lambda_shape`` pulls each image's β
+    to the sequence's mean β of the E-step (one identity across windows). Multi-view confidence:
+    ``view_confidence`` ``binary`` (visible 0/1) or ``softmax`` (softmax over views of cos / ``view_temperature``,
+    zero where not visible, as the official code).
 
     FLAME fitting (Eq. 5): ``flamefit_steps = (stage1, stage2)`` full-sequence Adam steps at ``flamefit_lr``;
     stage 1 optimizes global rotation + camera, stage 2 β, ψ, jaw and global rotation (camera fixed);
@@ -41,7 +59,20 @@ class AnnotatorSettings:
     encoder: str = "deca"
     encoder_weights: str | None = None
     lr: float = 2e-5
-    n_passes: int = 5
+    n_passes: int = 100
+    min_passes: int = 3
+    converge_tol: float = 0.01
+    patience: int = 2
+    lr_schedule: str = "plateau"
+    lr_decay: float = 0.5
+    lr_min_factor: float = 0.05
+    shuffle_windows: bool = True
+    final_full_steps: int = 0
+    shape_mode: str = "mean"
+    lambda_shape: float = 0.0
+    temporal_scale: str = "official"
+    view_confidence: str = "softmax"
+    view_temperature: float = 0.1
     window_frames: int = 20
     temporal_window: int = 5
     temporal_reduce: str = "mean"
@@ -55,7 +86,7 @@ class AnnotatorSettings:
     flamefit_estep_every: int = 5
     lambda_r: float = 1e-2
     lambda_theta: float = 1e-2
-    lambda_beta: float = 1e-3
+    lambda_beta: float = 0.05
     lambda_psi: float = 1e-3
     chunk_images: int = 64
     amp: bool = False
@@ -76,14 +107,27 @@ class AnnotatorSettings:
             raise NeufaceError(f"temporal_reduce must be 'mean' or 'median', got {self.temporal_reduce!r}")
         if self.loss_mode not in ("em", "naive"):
             raise NeufaceError(f"loss_mode must be 'em' or 'naive', got {self.loss_mode!r}")
+        for name, allowed in (("lr_schedule", LR_SCHEDULES), ("shape_mode", SHAPE_MODES),
+                              ("temporal_scale", ("official", "mean")), ("view_confidence", ("binary", "softmax"))):
+            if getattr(self, name) not in allowed:
+                raise NeufaceError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
         if self.temporal_window < 1 or self.temporal_window % 2 == 0:
             raise NeufaceError(f"temporal_window must be a positive odd number, got {self.temporal_window}")
-        for name in ("n_passes", "window_frames", "chunk_images", "checkpoint_every"):
+        for name in ("n_passes", "window_frames", "chunk_images", "checkpoint_every", "patience"):
             if getattr(self, name) < (0 if name == "n_passes" else 1):
                 raise NeufaceError(f"{name} must be positive, got {getattr(self, name)}")
+        for name in ("min_passes", "final_full_steps"):
+            if getattr(self, name) < 0:
+                raise NeufaceError(f"{name} must be >= 0, got {getattr(self, name)}")
+        for name in ("converge_tol", "lambda_shape"):
+            if not getattr(self, name) >= 0:
+                raise NeufaceError(f"{name} must be >= 0, got {getattr(self, name)}")
+        for name in ("lr_decay", "lr_min_factor"):
+            if not 0 < getattr(self, name) <= 1:
+                raise NeufaceError(f"{name} must be in (0, 1], got {getattr(self, name)}")
         if len(self.flamefit_steps) != 2 or min(self.flamefit_steps) < 0:
             raise NeufaceError(f"flamefit_steps must be two non-negative ints, got {self.flamefit_steps}")
-        for name in ("lr", "flamefit_lr", "divergence_factor"):
+        for name in ("lr", "flamefit_lr", "divergence_factor", "view_temperature"):
             if not getattr(self, name) > 0:
                 raise NeufaceError(f"{name} must be > 0, got {getattr(self, name)}")
 
@@ -140,11 +184,25 @@ def config_hash(settings: AnnotatorSettings) -> str:
     return hashlib.sha256(settings.canonical_json().encode()).hexdigest()
 
 
+#: The official NeuFace schedule and identity handling (lr 2e-5, 100 fixed passes over windows of 20 frames in
+#: order at a constant lr, β of the batch's first image copied to the batch): the ``neuface_paper`` preset.
+PAPER_SCHEDULE: dict[str, Any] = {
+    "method": "neuface", "lr": 2e-5, "n_passes": 100, "window_frames": 20, "converge_tol": 0.0,
+    "lr_schedule": "constant", "shuffle_windows": False, "final_full_steps": 0, "shape_mode": "first",
+    "lambda_shape": 0.0, "lambda_beta": 0.0, "temporal_scale": "official", "view_confidence": "softmax",
+    "view_temperature": 0.1,
+}
+
 #: Named annotators: the paper's Table 2 methods and the ablation rows (Table 3, S1, S3).
 DEFAULT_ANNOTATORS: dict[str, dict[str, Any]] = {
     "neuface": {"method": "neuface"},
+    "neuface_paper": PAPER_SCHEDULE,
+    # Table 3: binary (0/1 visibility) multi-view confidence instead of the graded softmax.
+    "neuface_binary_view": {"method": "neuface", "view_confidence": "binary"},
+    # One β per image during the fit (no identity tying).
+    "neuface_free_shape": {"method": "neuface", "shape_mode": "free"},
     "regress": {"method": "regress"},
-    "flamefit": {"method": "flamefit"},
+    "flamefit": {"method": "flamefit", "lambda_beta": 1e-3},
     # Table 3: loss ablations.
     "neuface_l2d": {"method": "neuface", "lambda_temp": 0.0, "lambda_view": 0.0},
     "neuface_l2d_temp": {"method": "neuface", "lambda_view": 0.0},
@@ -168,4 +226,4 @@ def resolve_annotator(name: str, overrides: dict[str, Any] | None = None) -> Ann
     return AnnotatorSettings.from_dict({**DEFAULT_ANNOTATORS.get(name, {}), **overrides})
 
 
-__all__ = ["DEFAULT_ANNOTATORS", "METHODS", "AnnotatorSettings", "config_hash", "resolve_annotator"]
+__all__ = ["DEFAULT_ANNOTATORS", "PAPER_SCHEDULE", "METHODS", "AnnotatorSettings", "config_hash", "resolve_annotator"]

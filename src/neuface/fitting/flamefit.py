@@ -65,7 +65,9 @@ def _targets(v, flame, seq, settings, use_t, use_v):
         for s, e in frame_chunks(seq.n_frames, n_v, settings.chunk_images):
             out = _output(v, s, e)
             canon, conf = canonical_and_confidence(flame_eval(flame, out), out.global_pose, flame.faces,
-                                                   settings.visibility_soft_deg)
+                                                   settings.visibility_soft_deg, n_views=n_v,
+                                                   mode=settings.view_confidence,
+                                                   temperature=settings.view_temperature)
             parts.append(L.multiview_target(canon.reshape(e - s, n_v, -1, 3), conf.reshape(e - s, n_v, -1)))
         mv = torch.cat(parts)
     return q_t, mv
@@ -123,8 +125,12 @@ def flamefit(encoder, flame: FlameLayer, seq: SequenceBatch, settings: Annotator
                     temporal = multiview = l2d.new_zeros(())
                     if use_t:
                         q = head_quaternions(out.global_pose).reshape(e - s, n_v, 4)
-                        temporal = L.temporal_loss_naive(q) if settings.loss_mode == "naive" else \
-                            L.temporal_loss(q, q_t[s:e])
+                        if settings.loss_mode == "naive":
+                            temporal = L.temporal_loss_naive(q)
+                        elif settings.temporal_scale == "official":
+                            temporal = L.temporal_loss_official(q, q_t[s:e])
+                        else:
+                            temporal = L.temporal_loss(q, q_t[s:e])
                     if use_v:
                         canon, _ = canonical_and_confidence(ev, out.global_pose, flame.faces, need_confidence=False)
                         canon = canon.reshape(e - s, n_v, -1, 3)

@@ -19,11 +19,11 @@ import torch
 from neuface.encoders.base import EncoderOutput, FlameEncoder
 from neuface.errors import NeufaceError
 from neuface.fitting.data import SequenceBatch, images_to_input
-from neuface.fitting.losses import canonical_vertices
+from neuface.fitting.losses import canonical_vertices, softmax_view_confidence
 from neuface.flame import FlameLayer
 from neuface.geometry.camera import weak_perspective_project
 from neuface.geometry.crop import crop_ndc_to_pixels
-from neuface.geometry.mesh import vertex_normals, visibility_confidence
+from neuface.geometry.mesh import vertex_normals, vertex_visibility, visibility_confidence
 from neuface.geometry.rotations import axis_angle_to_matrix, axis_angle_to_quaternion
 
 log = logging.getLogger(__name__)
@@ -141,20 +141,34 @@ def flame_eval(flame: FlameLayer, out: EncoderOutput, shape: torch.Tensor | None
 
 
 def canonical_and_confidence(ev: FlameEval, global_pose: torch.Tensor, faces: torch.Tensor,
-                             soft_deg: float = 0.0, need_confidence: bool = True
+                             soft_deg: float = 0.0, need_confidence: bool = True, n_views: int = 1,
+                             mode: str = "binary", temperature: float = 0.1
                              ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """(B, N, 3) canonical vertices (global rotation undone) and (B, N) visibility confidence of the posed mesh.
+    """(B, N, 3) canonical vertices (global rotation undone) and (B, N) multi-view confidence of the posed mesh.
 
     Visibility uses the view's posed vertices in model space (the weak-perspective camera looks along -z, so
-    the direction to the camera is +z) with NeuFace's τa = 72°, τz = -0.08.
+    the direction to the camera is +z) with NeuFace's τa = 72°, τz = -0.08. ``mode='binary'``: the 0/1
+    visibility (softened by ``soft_deg``); ``mode='softmax'``: the graded weights of
+    :func:`~neuface.fitting.losses.softmax_view_confidence` over the ``n_views`` views of each frame (the batch
+    is frame-major, ``B = F·V``).
     """
     rot = axis_angle_to_matrix(global_pose)
     canon = canonical_vertices(ev.vertices, rot, ev.joints[:, 0])
     if not need_confidence:
         return canon, None
     posed = ev.vertices.detach()
-    conf = visibility_confidence(posed, vertex_normals(posed, faces), None, soft_deg=soft_deg)
-    return canon, conf
+    normals = vertex_normals(posed, faces)
+    if mode == "binary":
+        return canon, visibility_confidence(posed, normals, None, soft_deg=soft_deg)
+    if mode != "softmax":
+        raise NeufaceError(f"view confidence mode must be 'binary' or 'softmax', got {mode!r}")
+    b, n = posed.shape[:2]
+    if b % n_views:
+        raise NeufaceError(f"a batch of {b} images is not whole frames of {n_views} views")
+    visible = vertex_visibility(posed, normals)
+    conf = softmax_view_confidence(normals[..., 2].reshape(-1, n_views, n), visible.reshape(-1, n_views, n),
+                                   temperature)
+    return canon, conf.reshape(b, n)
 
 
 def head_quaternions(global_pose: torch.Tensor) -> torch.Tensor:

@@ -4,7 +4,10 @@ Pure tensor functions, float32/float64, any device. Normalisations (documented o
 
 * :func:`landmark_loss` (Eq. 2): mean over valid landmark *coordinates* of ``|pred - target|`` (DECA's
   ``batch_kp_2d_l1_loss``: sum of ``|dx| + |dy|`` over valid points divided by twice their count), in crop NDC.
-* :func:`temporal_loss` (Eq. 3): mean over (frame, view) of ``‖q - q̂‖²`` with ``q̂`` detached.
+* :func:`temporal_loss` (Eq. 3): mean over (frame, view) of ``‖q - q̂‖²`` with ``q̂`` detached;
+  :func:`temporal_loss_official` is the official code's scale (per-component MSE summed over views, ``V / 4``
+  times larger), which the annotators use by default (``temporal_scale``) so the paper's λ_temp = 100 means
+  the same.
 * :func:`multiview_loss` (Eq. 4): mean over (frame, view, vertex, xyz) of ``|M - M̂|`` with ``M̂`` detached.
 * Naive (appendix B): :func:`temporal_loss_naive` = mean over views and consecutive frame pairs of
   ``‖q_f - q_{f+1}‖²`` (sign-aligned); :func:`multiview_loss_naive` = mean over frames, view pairs ``i < j``,
@@ -24,8 +27,10 @@ __all__ = [
     "landmark_loss",
     "temporal_target",
     "temporal_loss",
+    "temporal_loss_official",
     "temporal_loss_naive",
     "multiview_target",
+    "softmax_view_confidence",
     "multiview_loss",
     "multiview_loss_naive",
     "canonical_vertices",
@@ -119,6 +124,20 @@ def temporal_loss(quats: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return (quats - target.detach().to(quats.dtype)).square().sum(dim=-1).mean()
 
 
+def temporal_loss_official(quats: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Eq. 3 scaled as the official code: per-component mean squared error, summed over the views.
+
+    Args:
+        quats: (F, V, 4) predicted unit quaternions.  target: (F, V, 4) E-step targets.
+    Returns:
+        () ``Σ_v mean_{f, c} (q - q̂)²`` = ``V / 4`` × :func:`temporal_loss`.
+    """
+    sizes = check_shape(quats, "quats", ("F", "V", 4))
+    check_shape(target, "target", ("F", "V", 4), sizes)
+    check_floating(quats, "quats")
+    return (quats - target.detach().to(quats.dtype)).square().mean(dim=(0, 2)).sum()
+
+
 def temporal_loss_naive(quats: torch.Tensor) -> torch.Tensor:
     """Appendix B's Markov-chain temporal loss: consecutive-frame quaternion differences (no latent target).
 
@@ -172,6 +191,25 @@ def multiview_target(canonical: torch.Tensor, confidence: torch.Tensor) -> torch
         total = w.sum(dim=1)  # (F, N)
         weighted = (c * w[..., None]).sum(dim=1) / total.clamp(min=1e-12)[..., None]
         return torch.where((total > 0)[..., None], weighted, c.mean(dim=1))
+
+
+def softmax_view_confidence(cos: torch.Tensor, visible: torch.Tensor, temperature: float = 0.1) -> torch.Tensor:
+    """Graded multi-view confidence (the official code's): softmax over the views of ``cos / temperature``.
+
+    Args:
+        cos: (F, V, N) cosine between each vertex normal and its view's ray to the camera.
+        visible: (F, V, N) bool visibility; an invisible vertex gets weight 0 and is left out of the softmax.
+        temperature: softmax temperature (official: 0.1; smaller → the most frontal view takes all).
+    Returns:
+        (F, V, N) weights, summing to 1 over the views where any view sees the vertex, 0 where none does.
+    """
+    sizes = check_shape(cos, "cos", ("F", "V", "N"))
+    check_shape(visible, "visible", ("F", "V", "N"), sizes)
+    check_floating(cos, "cos")
+    if not temperature > 0:
+        raise ShapeError(f"temperature must be > 0, got {temperature}")
+    logits = torch.where(visible.to(torch.bool), cos / temperature, torch.full_like(cos, float("-inf")))
+    return torch.nan_to_num(torch.softmax(logits, dim=1), nan=0.0)
 
 
 def multiview_loss(canonical: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

@@ -2,10 +2,14 @@
 
 Per pass: **E-step** (no gradient, whole sequence in chunks) runs the encoder on every frame and view and builds
 the latent targets — per view a centred moving average of head-rotation quaternions over the *full* sequence
-(continuous across window boundaries) and per frame the visibility-weighted multi-view mean canonical mesh.
-**M-step**: windows of ``window_frames`` frames × all views in one batch, one Adam step each on
-``λ2d·L2D + λtemp·Ltemporal + λview·Lmultiview``. After the last pass, a no-grad pass gives the parameters
-(one β per sequence: the mean of the per-image β). With one view the multi-view term is never computed.
+(continuous across window boundaries), per frame the confidence-weighted multi-view mean canonical mesh, and the
+sequence's mean identity β. **M-step**: windows of ``window_frames`` frames × all views in one batch (in a
+seeded random order per pass), one Adam step each on ``λ2d·L2D + λtemp·Ltemporal + λview·Lmultiview
+(+ λshape·Lshape)``. The schedule is convergence-aware (see :class:`~neuface.fitting.config.AnnotatorSettings`):
+passes stop once the per-pass L2D stops improving, the learning rate decays at plateaus, and optional
+full-sequence steps end the fit. After the last step, a no-grad pass gives the parameters (one β per sequence:
+the mean of the per-image β, or of the β the batches were tied to). With one view the multi-view term is never
+computed.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass, field
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
@@ -39,18 +44,28 @@ from neuface.flame import FlameLayer
 
 log = logging.getLogger(__name__)
 
-__all__ = ["FitOutcome", "fit_neuface", "e_step", "optimisable_parameters"]
+__all__ = ["FitOutcome", "Targets", "fit_neuface", "e_step", "optimisable_parameters", "tied_shape", "window_order"]
 
-LOSS_NAMES = ("total", "l2d", "temporal", "multiview")
+LOSS_NAMES = ("total", "l2d", "temporal", "multiview", "shape")
 
 
 @dataclass
 class FitOutcome:
-    """Parameters and loss curves of one fit."""
+    """Parameters and loss curves of one fit; ``details`` (passes run, why it stopped, ...) go to the fit file."""
 
     params: FitParams
     losses: dict[str, list[float]] = field(default_factory=dict)
     n_steps: int = 0
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+class Targets(NamedTuple):
+    """E-step targets: ``q`` (F, V, 4) temporal, ``mv`` (F, N, 3) multi-view, ``beta`` (n_shape,) identity;
+    each None when its term is off."""
+
+    q: torch.Tensor | None = None
+    mv: torch.Tensor | None = None
+    beta: torch.Tensor | None = None
 
 
 def optimisable_parameters(encoder: nn.Module) -> list[nn.Parameter]:
@@ -67,59 +82,134 @@ def _uses(settings: AnnotatorSettings, n_views: int) -> tuple[bool, bool]:
     return settings.lambda_temp > 0, settings.lambda_view > 0 and n_views > 1
 
 
+def tied_shape(shape: torch.Tensor, mode: str) -> torch.Tensor:
+    """(B, n_shape) per-image β → the β FLAME is evaluated with: ``free`` as is, ``mean`` the batch mean,
+    ``first`` the first image's (the official code), broadcast to (B, n_shape)."""
+    if mode == "free":
+        return shape
+    if mode == "mean":
+        return shape.mean(dim=0, keepdim=True).expand_as(shape)
+    if mode == "first":
+        return shape[:1].expand_as(shape)
+    raise ValueError(f"unknown shape_mode {mode!r}")
+
+
 @torch.no_grad()
 def e_step(encoder, flame: FlameLayer, seq: SequenceBatch, settings: AnnotatorSettings, device: torch.device,
-           input_size: int, ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-    """Latent targets for the whole sequence.
-
-    Returns:
-        ``q_target`` (F, V, 4) temporal targets or None; ``mv_target`` (F, N, 3) multi-view targets or None.
-    """
+           input_size: int) -> Targets:
+    """Latent targets for the whole sequence (:class:`Targets`; all None in naive mode or with no term on)."""
     use_t, use_v = _uses(settings, seq.n_views)
-    if settings.loss_mode != "em" or not (use_t or use_v):
-        return None, None
+    use_b = settings.lambda_shape > 0
+    if settings.loss_mode != "em" or not (use_t or use_v or use_b):
+        return Targets()
     n_f, n_v = seq.n_frames, seq.n_views
-    quats, mv = [], []
+    quats, mv, beta_sum = [], [], None
     for s, e in frame_chunks(n_f, n_v, settings.chunk_images):
         out = encode_images(encoder, seq.images[s:e].flatten(0, 1), input_size, device, settings.amp,
                             settings.channels_last)
         quats.append(head_quaternions(out.global_pose).reshape(e - s, n_v, 4))
+        part = out.shape.sum(dim=0)
+        beta_sum = part if beta_sum is None else beta_sum + part
         if use_v:
             ev = flame_eval(flame, out)
-            canon, conf = canonical_and_confidence(ev, out.global_pose, flame.faces, settings.visibility_soft_deg)
+            canon, conf = canonical_and_confidence(ev, out.global_pose, flame.faces, settings.visibility_soft_deg,
+                                                   n_views=n_v, mode=settings.view_confidence,
+                                                   temperature=settings.view_temperature)
             mv.append(L.multiview_target(canon.reshape(e - s, n_v, -1, 3), conf.reshape(e - s, n_v, -1)))
     q_target = L.temporal_target(torch.cat(quats), settings.temporal_window, settings.temporal_reduce) \
         if use_t else None
-    return q_target, (torch.cat(mv) if use_v else None)
+    beta = beta_sum / (n_f * n_v) if use_b else None
+    return Targets(q_target, torch.cat(mv) if use_v else None, beta)
 
 
 def window_loss(encoder, flame: FlameLayer, seq: SequenceBatch, s: int, e: int, settings: AnnotatorSettings,
-                device: torch.device, input_size: int, q_target: torch.Tensor | None,
-                mv_target: torch.Tensor | None) -> tuple[torch.Tensor, dict[str, float]]:
+                device: torch.device, input_size: int, targets: Targets) -> tuple[torch.Tensor, dict[str, float]]:
     """Loss of frames ``[s, e)`` × all views, computed in one batch (no Python loop over frames/views)."""
     n_v = seq.n_views
     use_t, use_v = _uses(settings, n_v)
     out = encode_images(encoder, seq.images[s:e].flatten(0, 1), input_size, device, settings.amp,
                         settings.channels_last)
-    ev = flame_eval(flame, out)
+    beta = tied_shape(out.shape, settings.shape_mode)
+    ev = flame_eval(flame, out, shape=beta)
     target = seq.landmarks[s:e].flatten(0, 1).to(device)
     valid = seq.valid[s:e].flatten(0, 1).to(device)
     l2d = L.landmark_loss(ev.lmk, target, valid)
     zero = l2d.new_zeros(())
-    temporal = multiview = zero
+    temporal = multiview = shape = zero
     if use_t:
         q = head_quaternions(out.global_pose).reshape(e - s, n_v, 4)
-        temporal = L.temporal_loss_naive(q) if settings.loss_mode == "naive" else \
-            L.temporal_loss(q, q_target[s:e].to(device, q.dtype))
+        if settings.loss_mode == "naive":
+            temporal = L.temporal_loss_naive(q)
+        elif settings.temporal_scale == "official":
+            temporal = L.temporal_loss_official(q, targets.q[s:e].to(device, q.dtype))
+        else:
+            temporal = L.temporal_loss(q, targets.q[s:e].to(device, q.dtype))
     if use_v:
         canon, _ = canonical_and_confidence(ev, out.global_pose, flame.faces, need_confidence=False)
         canon = canon.reshape(e - s, n_v, -1, 3)
         multiview = L.multiview_loss_naive(canon) if settings.loss_mode == "naive" else \
-            L.multiview_loss(canon, mv_target[s:e].to(device, canon.dtype))
-    total = settings.lambda_2d * l2d + settings.lambda_temp * temporal + settings.lambda_view * multiview
+            L.multiview_loss(canon, targets.mv[s:e].to(device, canon.dtype))
+    if settings.lambda_beta > 0:
+        shape = settings.lambda_beta * beta.square().sum(dim=-1).mean()
+    if targets.beta is not None:
+        shape = shape + settings.lambda_shape * (out.shape - targets.beta.to(device, out.shape.dtype)
+                                                 ).square().sum(dim=-1).mean()
+    total = (settings.lambda_2d * l2d + settings.lambda_temp * temporal + settings.lambda_view * multiview
+             + shape)
     parts = {"total": total.detach(), "l2d": l2d.detach(), "temporal": temporal.detach(),
-             "multiview": multiview.detach()}
+             "multiview": multiview.detach(), "shape": shape.detach()}
     return total, parts
+
+
+@dataclass
+class Schedule:
+    """Convergence-aware pass schedule (state saved in checkpoints; see ``AnnotatorSettings``)."""
+
+    lr: float
+    prev_l2d: float = math.nan
+    plateaus: int = 0
+    pass_l2d: list[float] = field(default_factory=list)
+    stop_reason: str = ""
+
+    def state(self) -> dict[str, Any]:
+        return {"lr": self.lr, "prev_l2d": self.prev_l2d, "plateaus": self.plateaus,
+                "pass_l2d": list(self.pass_l2d), "stop_reason": self.stop_reason}
+
+    def lr_for_pass(self, settings: AnnotatorSettings, p: int) -> float:
+        if settings.lr_schedule == "cosine":
+            f = settings.lr_min_factor
+            return settings.lr * (f + (1 - f) * 0.5 * (1 + math.cos(math.pi * p / max(1, settings.n_passes))))
+        return self.lr
+
+    def end_pass(self, settings: AnnotatorSettings, p: int, mean_l2d: float) -> bool:
+        """Record pass ``p``'s mean L2D; True when the fit should stop (converged)."""
+        self.pass_l2d.append(mean_l2d)
+        prev, self.prev_l2d = self.prev_l2d, mean_l2d
+        if settings.converge_tol <= 0 or p + 1 < max(2, settings.min_passes) or not math.isfinite(prev):
+            return False
+        if (prev - mean_l2d) / max(prev, 1e-12) >= settings.converge_tol:
+            return False
+        self.plateaus += 1
+        if self.plateaus >= settings.patience:
+            self.stop_reason = (f"converged: L2D improved < {settings.converge_tol:g} (relative) at "
+                                f"{self.plateaus} plateau(s), pass {p + 1}")
+            return True
+        if settings.lr_schedule == "plateau":
+            self.lr *= settings.lr_decay
+        return False
+
+
+def window_order(n_windows: int, settings: AnnotatorSettings, p: int) -> list[int]:
+    """Window order of pass ``p``: in order, or a permutation seeded by ``(seed, p)`` (resume-safe)."""
+    if not settings.shuffle_windows:
+        return list(range(n_windows))
+    gen = torch.Generator().manual_seed(int(settings.seed) * 1_000_003 + p)
+    return torch.randperm(n_windows, generator=gen).tolist()
+
+
+def _set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr
 
 
 def fit_neuface(encoder: FlameEncoder, flame: FlameLayer, seq: SequenceBatch, settings: AnnotatorSettings,
@@ -144,10 +234,12 @@ def fit_neuface(encoder: FlameEncoder, flame: FlameLayer, seq: SequenceBatch, se
     model = torch.compile(encoder) if settings.compile else encoder
     optimizer = torch.optim.Adam(params, lr=settings.lr)
     windows = frame_chunks(seq.n_frames, 1, settings.window_frames)
-    n_total = settings.n_passes * len(windows)
+    n_max = settings.n_passes * len(windows) + settings.final_full_steps
     losses: dict[str, list[float]] = {k: [] for k in LOSS_NAMES}
     start_pass, start_window, step, initial = 0, 0, 0, math.nan
-    q_target = mv_target = None
+    sched = Schedule(lr=settings.lr)
+    pass_sum = [0.0, 0]  # L2D sum and step count of the current pass
+    targets = Targets()
     ckpt = checkpointer.load() if checkpointer is not None else None
     if ckpt is not None:
         encoder.load_state_dict(ckpt["model"])
@@ -155,38 +247,58 @@ def fit_neuface(encoder: FlameEncoder, flame: FlameLayer, seq: SequenceBatch, se
         start_pass, start_window, step = ckpt["pass"], ckpt["window"], ckpt["step"]
         losses = {k: list(v) for k, v in ckpt["losses"].items()}
         initial = ckpt["initial"]
-        q_target, mv_target = ckpt["q_target"], ckpt["mv_target"]
+        targets = Targets(*ckpt["targets"])
+        sched = Schedule(**ckpt["schedule"])
+        pass_sum = list(ckpt["pass_sum"])
         set_rng_state(ckpt["rng"])
 
     def payload(p: int, w: int) -> dict:
         return {"model": encoder.state_dict(), "optimizer": optimizer.state_dict(), "pass": p, "window": w,
-                "losses": losses, "initial": initial, "q_target": q_target, "mv_target": mv_target}
+                "losses": losses, "initial": initial, "targets": tuple(targets), "schedule": sched.state(),
+                "pass_sum": list(pass_sum)}
 
-    bar = tqdm(total=n_total, initial=step, desc=f"neuface {seq.sequence}", unit="step",
+    def record(parts: dict, value: float) -> None:
+        for k in LOSS_NAMES:
+            losses[k].append(float(parts[k]))
+        bar.update(1)
+        bar.set_postfix(loss=f"{value:.4g}", lr=f"{optimizer.param_groups[0]['lr']:.2g}")
+
+    bar = tqdm(total=n_max, initial=step, desc=f"neuface {seq.sequence}", unit="step",
                disable=not settings.progress, leave=False)
+    n_passes_run = start_pass
     try:
         for p in range(start_pass, settings.n_passes):
+            if sched.stop_reason:
+                break
             w0 = start_window if p == start_pass else 0
-            if w0 == 0 or (q_target is None and mv_target is None):
-                q_target, mv_target = e_step(model, flame, seq, settings, device, input_size)
+            if w0 == 0 or all(t is None for t in targets):
+                targets = e_step(model, flame, seq, settings, device, input_size)
+            _set_lr(optimizer, sched.lr_for_pass(settings, p))
+            order = window_order(len(windows), settings, p)
             for w in range(w0, len(windows)):
-                s, e = windows[w]
+                s, e = windows[order[w]]
                 optimizer.zero_grad(set_to_none=True)
-                total, parts = window_loss(model, flame, seq, s, e, settings, device, input_size, q_target,
-                                           mv_target)
+                total, parts = window_loss(model, flame, seq, s, e, settings, device, input_size, targets)
                 value = float(total.detach())
                 initial = guard_loss(value, initial, settings.divergence_factor,
-                                     f"pass {p} window {w} (step {step})")
+                                     f"pass {p} window {order[w]} (step {step})")
                 total.backward()
                 optimizer.step()
                 step += 1
-                for k in LOSS_NAMES:
-                    losses[k].append(float(parts[k]))
-                bar.update(1)
-                bar.set_postfix(loss=f"{value:.4g}")
+                pass_sum[0] += float(parts["l2d"]) * (e - s)
+                pass_sum[1] += e - s
+                record(parts, value)
+                if w + 1 == len(windows):
+                    sched.end_pass(settings, p, pass_sum[0] / max(1, pass_sum[1]))
+                    pass_sum[:] = [0.0, 0]
                 if checkpointer is not None:
                     nxt = (p, w + 1) if w + 1 < len(windows) else (p + 1, 0)
                     checkpointer.after_step(step, lambda nxt=nxt: payload(*nxt))
+            n_passes_run = p + 1
+        if not sched.stop_reason:
+            sched.stop_reason = f"maximum of {settings.n_passes} passes"
+        step = _full_sequence_steps(model, flame, seq, settings, device, input_size, optimizer, windows, step,
+                                    initial, record, checkpointer, payload, n_passes_run)
     finally:
         bar.close()
     for prm in encoder.parameters():
@@ -194,4 +306,38 @@ def fit_neuface(encoder: FlameEncoder, flame: FlameLayer, seq: SequenceBatch, se
     out = predict_all(model, seq, input_size, device, settings.chunk_images, settings.amp, settings.channels_last)
     if not all(torch.isfinite(v).all() for v in vars(out).values()):
         raise FitFailure("the fitted encoder predicts non-finite parameters")
-    return FitOutcome(FitParams.from_encoder_output(out, seq.n_frames, seq.n_views), losses, step)
+    if settings.shape_mode == "first":  # the β each batch was evaluated with: its first image's
+        firsts = torch.tensor([s * seq.n_views for s, _ in windows])
+        out.shape = out.shape[firsts].mean(dim=0, keepdim=True).expand_as(out.shape)
+    details = {"passes": n_passes_run, "stop_reason": sched.stop_reason, "pass_l2d": sched.pass_l2d,
+               "final_lr": optimizer.param_groups[0]["lr"], "full_sequence_steps": settings.final_full_steps}
+    log.info("%s: %d step(s), %d pass(es); %s", seq.sequence, step, n_passes_run, sched.stop_reason)
+    return FitOutcome(FitParams.from_encoder_output(out, seq.n_frames, seq.n_views), losses, step, details)
+
+
+def _full_sequence_steps(model, flame, seq, settings, device, input_size, optimizer, windows, step, initial,
+                         record, checkpointer, payload, n_passes_run) -> int:
+    """``final_full_steps`` Adam steps whose gradient is that of the whole sequence (windows accumulated,
+    each weighted by its share of the frames), so no window is fitted last. Returns the step count."""
+    done = step - _pass_steps(settings, len(windows), n_passes_run)
+    for i in range(max(0, done), settings.final_full_steps):
+        targets = e_step(model, flame, seq, settings, device, input_size)
+        optimizer.zero_grad(set_to_none=True)
+        sums = dict.fromkeys(LOSS_NAMES, 0.0)
+        for s, e in windows:
+            frac = (e - s) / seq.n_frames
+            total, parts = window_loss(model, flame, seq, s, e, settings, device, input_size, targets)
+            (total * frac).backward()
+            for k in LOSS_NAMES:
+                sums[k] += float(parts[k]) * frac
+        guard_loss(sums["total"], initial, settings.divergence_factor, f"full-sequence step {i}")
+        optimizer.step()
+        step += 1
+        record(sums, sums["total"])
+        if checkpointer is not None:
+            checkpointer.after_step(step, lambda: payload(n_passes_run, len(windows)))
+    return step
+
+
+def _pass_steps(settings: AnnotatorSettings, n_windows: int, n_passes_run: int) -> int:
+    return n_passes_run * n_windows
