@@ -64,6 +64,11 @@ def argv(inputs: dict, annotator: str, settings: dict, out: Path, ckpt: Path | N
 
 
 def run_cli(args: list[str], kill_after_checkpoint: Path | None = None) -> int:
+    return run_cli_logged(args, kill_after_checkpoint)[0]
+
+
+def run_cli_logged(args: list[str], kill_after_checkpoint: Path | None = None) -> tuple[int, str]:
+    """``run_cli`` that also returns the command's log (stderr)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen([sys.executable, "-c", SCRIPT.format(tests=str(TESTS)), *args], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -76,7 +81,7 @@ def run_cli(args: list[str], kill_after_checkpoint: Path | None = None) -> int:
     _, err = proc.communicate(timeout=300)
     if proc.returncode not in (0, -signal.SIGKILL):
         raise AssertionError(err.decode()[-3000:])
-    return proc.returncode
+    return proc.returncode, err.decode()
 
 
 def test_killed_and_resumed_fit_equals_uninterrupted(inputs, tmp_path):
@@ -105,6 +110,97 @@ def test_killed_and_resumed_fit_equals_uninterrupted(inputs, tmp_path):
     for key in a["losses"]:
         np.testing.assert_array_equal(a["losses"][key], b["losses"][key], err_msg=key)
     assert step < len(a["losses"]["total"])
+
+
+def _reference_fit(inputs: dict, annotator: str, settings: dict, out: Path) -> None:
+    """An uninterrupted fit in process, single-threaded like the CLI runs, with the CLI's tiny encoder."""
+    from test_fitting import TinyEncoder
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        api.run_fit(inputs["crops"], inputs["landmarks"], inputs["flame"], inputs["embedding"], annotator,
+                    resolve_annotator(annotator, {**settings, "encoder": "tiny", "device": "cpu"}), out,
+                    encoder=TinyEncoder(0))
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_killed_fit_whose_input_changed_starts_fresh(inputs, tmp_path):
+    """kill -> change an input file -> rerun: the checkpoint (of the old input) is discarded, naming the input,
+    and the result equals an uninterrupted fit of the new input; an input whose content did not change (only its
+    mtime) still resumes."""
+    import shutil
+
+    import h5py
+
+    annotator, settings = "neuface", SETTINGS
+    mine = {**inputs, "landmarks": tmp_path / "landmarks.h5"}
+    shutil.copyfile(inputs["landmarks"], mine["landmarks"])
+    out, ckpt = tmp_path / "out.h5", tmp_path / "fit.ckpt"
+    # unchanged content (touched only): resumed
+    rc, _ = run_cli_logged(argv(mine, annotator, settings, out, ckpt), kill_after_checkpoint=ckpt)
+    assert rc == -signal.SIGKILL and ckpt.exists(), "the run finished before it could be killed"
+    assert set(torch.load(ckpt, weights_only=True)["inputs"]) == {"crops", "landmarks", "flame", "embedding",
+                                                                  "encoder_weights"}
+    os.utime(mine["landmarks"], (time.time() + 5, time.time() + 5))
+    rc, log = run_cli_logged(argv(mine, annotator, settings, out, ckpt))
+    assert rc == 0 and "resuming from checkpoint" in log and "discarding checkpoint" not in log, log
+    # changed content: a fresh start, equal to an uninterrupted fit of the changed input
+    out.unlink()
+    rc, _ = run_cli_logged(argv(mine, annotator, settings, out, ckpt), kill_after_checkpoint=ckpt)
+    assert rc == -signal.SIGKILL and ckpt.exists() and not out.exists()
+    with h5py.File(mine["landmarks"], "r+") as f:
+        f["views/front/landmarks"][...] = f["views/front/landmarks"][()] + 1.5
+    rc, log = run_cli_logged(argv(mine, annotator, settings, out, ckpt))
+    assert rc == 0 and not ckpt.exists()
+    assert "discarding checkpoint" in log and "inputs changed: landmarks" in log and "settings changed" not in log
+    assert "resuming from checkpoint" not in log, log
+    ref = tmp_path / "ref.h5"
+    _reference_fit(mine, annotator, settings, ref)
+    a, b = read_fit(ref), read_fit(out)
+    for key in DATASETS:
+        np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+    np.testing.assert_array_equal(a["losses"]["total"], b["losses"]["total"])
+
+
+def test_checkpoint_of_other_inputs_is_ignored(tmp_path, caplog):
+    ckpt = tmp_path / "c.pt"
+    digests = {"crops": "a" * 64, "landmarks": "b" * 64, "encoder_weights": "none"}
+    Checkpointer(ckpt, 1, "hash-a", "neuface", inputs=digests).after_step(1, lambda: {"x": torch.zeros(1)})
+    assert torch.load(ckpt, weights_only=True)["inputs"] == digests
+    assert Checkpointer(ckpt, 1, "hash-a", "neuface", inputs=lambda: dict(digests)).load()["step"] == 1
+    assert Checkpointer(ckpt, 1, "hash-a", "neuface", inputs={**digests, "crops": "c" * 64}).load() is None
+    assert "inputs changed: crops" in caplog.text and "settings changed" not in caplog.text
+    caplog.clear()
+    assert Checkpointer(ckpt, 1, "hash-b", "neuface", inputs={**digests, "landmarks": "c" * 64}).load() is None
+    assert "settings changed" in caplog.text and "inputs changed: landmarks" in caplog.text
+    caplog.clear()
+    Checkpointer(ckpt, 1, "hash-a", "neuface").after_step(1, lambda: {"x": torch.zeros(1)})  # no digests recorded
+    assert Checkpointer(ckpt, 1, "hash-a", "neuface", inputs=digests).load() is None
+    assert "records no input digests" in caplog.text
+    calls = []
+    lazy = Checkpointer(tmp_path / "none.pt", 1, "hash-a", "neuface", inputs=lambda: calls.append(1) or digests)
+    assert lazy.load() is None and not calls  # nothing to resume: nothing hashed
+
+
+def test_input_digests_are_cached_per_path_mtime_and_size(inputs, tmp_path, monkeypatch):
+    import shutil
+
+    crops = tmp_path / "crops.h5"
+    shutil.copyfile(inputs["crops"], crops)
+    hashed = []
+    real = api.sha256_file
+    monkeypatch.setattr(api, "sha256_file", lambda p: hashed.append(Path(p).name) or real(p))
+    first = api._input_sha256s(crops, inputs["landmarks"], inputs["flame"], inputs["embedding"], None)
+    assert first["encoder_weights"] == "none" and first["crops"] == real(crops)
+    api._input_sha256s(crops, inputs["landmarks"], inputs["flame"], inputs["embedding"], None)
+    assert hashed.count("crops.h5") == 1  # the second call used the cache
+    with open(crops, "ab") as fh:
+        fh.write(b"\0")  # same path, new size and mtime: hashed again
+    assert api._input_sha256s(crops, inputs["landmarks"], inputs["flame"], inputs["embedding"], None)["crops"] \
+        != first["crops"]
+    assert hashed.count("crops.h5") == 2
 
 
 class StopAfter:

@@ -51,6 +51,25 @@ def _flame_sha256(path) -> str:
     return _HASHES.get(file_key(path), lambda: sha256_file(path))
 
 
+_INPUT_HASHES = ProcessCache(4)  # per-sequence inputs (crops, landmarks); shared assets stay in _HASHES
+
+
+def _input_sha256s(crops, landmarks, flame, embedding, encoder_weights) -> dict[str, str]:
+    """sha256 of every input file of a fit (its checkpoint's key besides the settings), cached per process and
+    (path, mtime, size); ``none`` / ``missing`` for no / a missing encoder weights file."""
+    digests = {}
+    for name, path, cache in (("crops", crops, _INPUT_HASHES), ("landmarks", landmarks, _INPUT_HASHES),
+                              ("flame", flame, _HASHES), ("embedding", embedding, _HASHES),
+                              ("encoder_weights", encoder_weights, _HASHES)):
+        if path is None:
+            digests[name] = "none"
+        elif not Path(path).is_file():
+            digests[name] = "missing"
+        else:
+            digests[name] = cache.get(file_key(path), lambda p=path: sha256_file(p))
+    return digests
+
+
 def sha256_file(path: str | os.PathLike) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as fh:
@@ -98,7 +117,9 @@ def run_fit(crops: str | os.PathLike, landmarks: str | os.PathLike, flame_path: 
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     t0 = time.perf_counter()
-    ckpt = Checkpointer(checkpoint, settings.checkpoint_every, chash, settings.method, stop)
+    ckpt = Checkpointer(checkpoint, settings.checkpoint_every, chash, settings.method, stop,
+                        inputs=lambda: _input_sha256s(crops, landmarks, flame_path, embedding_path,
+                                                      settings.encoder_weights))
     with deterministic_mode(settings.deterministic, settings.seed):
         if encoder is None and settings.method in ("neuface", "regress", "flamefit"):
             encoder = _fresh_encoder(settings.encoder, settings.encoder_weights, device)
@@ -124,7 +145,8 @@ def run_fit(crops: str | os.PathLike, landmarks: str | os.PathLike, flame_path: 
     warnings = []
     beta_norm = float(np.linalg.norm(params.shape))
     details = {"annotator": annotator, "n_steps": outcome.n_steps, "beta_norm": beta_norm,
-               "final_loss": outcome.losses["total"][-1] if outcome.losses.get("total") else None}
+               "final_loss": outcome.losses["total"][-1] if outcome.losses.get("total") else None,
+               **outcome.details}
     status = StageStatus(seq.sequence, STAGE, details=details, warnings=tuple(warnings))
     write_fit(out, status, meta, arrays, outcome.losses)
     ckpt.done()
