@@ -22,6 +22,7 @@ rule metrics:
 rule report:
     input:
         metrics=all_metrics(),
+        manifests=expand(f"{RESULTS}/filter/{{annotator}}.tsv", annotator=ANNOTATORS),
         overlay_fits=[f for a in OVERLAY_ANNOTATORS for f in fits_of(a, OVERLAY_SEQUENCES)],
         overlay_frames=[f for a in OVERLAY_ANNOTATORS for f in frames_of(OVERLAY_SEQUENCES)],
         model=ASSETS["flame_model"],
@@ -59,4 +60,5 @@ rule report:
     shell:
         "neuface --log-file {log} report --metrics {params.metrics_dir} --sheet {params.sheet} --out {params.outdir}"
         " --annotators {params.table2} --variants {params.table3} --fits {params.fits} {params.overlays}"
-        " --flame {input.model} --embedding {input.embedding} {params.options}"
+        " --flame {input.model} --embedding {input.embedding} --filter-manifests {input.manifests}"
+        " {params.options}"

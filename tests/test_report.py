@@ -255,3 +255,26 @@ def test_msi_plot_without_positive_values_says_so(tmp_path):
     paths = [_write_metrics(tmp_path / "m", "neuface", "a", {**M_OK, "msi3d_l": 0.0, "msi3d_v": 0.0})]
     path = plot_msi_distribution(load_metrics(paths), tmp_path / "msi.png")
     assert path.is_file() and placeholder_reason(path) is None  # a figure whose panels say "no positive value"
+
+
+def test_the_report_says_which_fits_the_filter_rejected(tmp_path, metric_files):
+    from neuface.dataset.filter import FilterRecord, FilterThresholds, write_manifest
+
+    paths, sheet = metric_files
+    th = FilterThresholds()
+    manifests = [
+        write_manifest([FilterRecord("mead_a", "val", "neuface", "accepted"),
+                        FilterRecord("mead_b", "val", "neuface", "accepted")], tmp_path / "neuface.tsv", th,
+                       "neuface"),
+        write_manifest([FilterRecord("mead_a", "val", "regress", "rejected", ["NME 9.1% > 8%"]),
+                        FilterRecord("mead_b", "test", "regress", "rejected", ["upstream fit: x"]),
+                        FilterRecord("vox_a", "val", "regress", "accepted")], tmp_path / "regress.tsv", th,
+                       "regress"),
+    ]
+    made = build_report(paths, tmp_path / "out", sheet=sheet, manifests=manifests)
+    table2 = made["table2"]["md"].read_text()
+    assert "neuface 2/2 accepted;" in table2
+    assert "regress 1/3 accepted (rejected: mead_a: NME 9.1% > 8%; mead_b: upstream fit: x)" in table2
+    assert "regress 1/3 accepted" in (tmp_path / "out" / "index.md").read_text()
+    made = build_report(paths, tmp_path / "val", sheet=sheet, split="val", manifests=manifests)
+    assert "regress 1/2 accepted (rejected: mead_a: NME 9.1% > 8%)." in made["table2"]["md"].read_text()

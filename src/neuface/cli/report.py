@@ -20,6 +20,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--variants", nargs="+", default=None, help="Table 3 rows, in order (default: all)")
     parser.add_argument("--label", action="append", default=[], metavar="ANNOTATOR=LABEL",
                         help="display name of an annotator (repeatable)")
+    parser.add_argument("--filter-manifests", nargs="*", default=[],
+                        help="filter manifests (results/filter/<annotator>.tsv): the report lists rejected fits")
     parser.add_argument("--fits", nargs="*", default=[], help="fit files whose loss curves are plotted")
     parser.add_argument("--overlay-fit", action="append", default=[], help="fit file to render (repeatable)")
     parser.add_argument("--overlay-frames", action="append", default=[],
@@ -75,7 +77,8 @@ def _run(args: argparse.Namespace) -> int:
     metrics = expand_metric_paths(args.metrics)
     made = build_report(metrics, args.out, sheet=sheet, annotators=args.annotators, variants=args.variants,
                         split=args.split, labels=labels, fits=fits, overlays=overlays, flame=flame,
-                        overlay_tile=args.overlay_size, overlay_max_frames=args.overlay_max_frames)
+                        overlay_tile=args.overlay_size, overlay_max_frames=args.overlay_max_frames,
+                        manifests=args.filter_manifests)
     log.info("report written to %s (%s)", args.out, ", ".join(k for k, v in made.items() if v))
     return 0
 

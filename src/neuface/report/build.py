@@ -48,7 +48,8 @@ def build_report(metrics: Sequence[str | os.PathLike], out: str | os.PathLike, s
                  annotators: Sequence[str] | None = None, variants: Sequence[str] | None = None,
                  split: str | None = None, labels: dict[str, str] | None = None,
                  fits: Sequence[str | os.PathLike] = (), overlays: Sequence[tuple[str, str]] = (), flame=None,
-                 overlay_tile: int = 256, overlay_max_frames: int | None = None) -> dict[str, Any]:
+                 overlay_tile: int = 256, overlay_max_frames: int | None = None,
+                 manifests: Sequence[str | os.PathLike] = ()) -> dict[str, Any]:
     """Write the report into ``out``; returns ``{item: path}`` of what was made.
 
     Args:
@@ -60,6 +61,8 @@ def build_report(metrics: Sequence[str | os.PathLike], out: str | os.PathLike, s
         labels: display names of annotators.
         fits: fit files whose loss curves are plotted.
         overlays: ``(fit file, frames file)`` pairs to render as overlay videos (needs ``flame``).
+        manifests: filter manifests; Table 2/3 and the index then say which fits the filter rejected and why
+            (the tables measure every fit that ran, accepted or not).
     """
     if not metrics:
         raise NeufaceError("no metrics files given")
@@ -78,6 +81,12 @@ def build_report(metrics: Sequence[str | os.PathLike], out: str | os.PathLike, s
                                  caption="Table 2: fidelity per annotator and dataset")
     made["table3"] = write_table(long, variants, out / "table3", labels,
                                  caption="Table 3: annotator variants (ablations)")
+    if manifests:
+        note = filter_note(manifests, split)
+        for key in ("table2", "table3"):
+            md = made[key]["md"]
+            with atomic_path(md, suffix=".md") as tmp:
+                tmp.write_text(md.read_text() + "\n" + note + "\n")
     with atomic_path(out / "sequences.csv", suffix=".csv") as tmp:
         df.drop(columns=["per_view_cvd", "per_view"]).to_csv(tmp, index=False, float_format="%.6g")
     made["sequences"] = out / "sequences.csv"
@@ -117,6 +126,25 @@ def build_report(metrics: Sequence[str | os.PathLike], out: str | os.PathLike, s
         shutil.copyfile(rst, cap_dir / rst.name)
     _write_index(out, df, made)
     return made
+
+
+def filter_note(manifests: Sequence[str | os.PathLike], split: str | None = None) -> str:
+    """One Markdown paragraph: per annotator, the fits the filter accepted and each rejected one with its reasons."""
+    from neuface.dataset.filter import read_manifest
+
+    parts = []
+    for path in manifests:
+        rows, meta = read_manifest(path)
+        rows = [r for r in rows if split is None or r.get("split") == split]
+        name = meta.get("annotator") or Path(path).stem
+        rejected = [r for r in rows if r["status"] != "accepted"]
+        text = f"{name} {len(rows) - len(rejected)}/{len(rows)} accepted"
+        if rejected:
+            text += " (rejected: " + "; ".join(f"{r['sequence']}: {r['reasons'] or 'no reason'}"
+                                               for r in rejected) + ")"
+        parts.append(text)
+    return ("Filter (the tables include rejected fits; the datasets do not): " + "; ".join(parts) + "."
+            if parts else "")
 
 
 def _write_index(out: Path, df, made: dict[str, Any]) -> None:
