@@ -53,12 +53,12 @@ def measure(encoder, flame: FlameLayer, n_frames: int, n_views: int, repeats: in
     freeze_batchnorm(encoder, freeze_affine=True)
     opt = torch.optim.Adam(optimisable_parameters(encoder), lr=settings.lr)
     t0 = time.perf_counter()
-    q_t, mv = e_step(encoder, flame, seq, settings, dev, encoder.input_size)
+    targets = e_step(encoder, flame, seq, settings, dev, encoder.input_size)
     e_time = time.perf_counter() - t0
 
     def step() -> None:
         opt.zero_grad(set_to_none=True)
-        loss, _ = window_loss(encoder, flame, seq, 0, n_frames, settings, dev, encoder.input_size, q_t, mv)
+        loss, _ = window_loss(encoder, flame, seq, 0, n_frames, settings, dev, encoder.input_size, targets)
         loss.backward()
         opt.step()
 

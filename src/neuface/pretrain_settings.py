@@ -20,11 +20,15 @@ class PretrainSettings:
     seed: int = 0
     # Identities stay inside the dataset filter's ||beta||_2 <= 1 (paper appendix): E||beta|| ~ 0.06 * sqrt(100).
     shape_std: float = 0.06
+    # Expression k has std exp_std / (1 + exp_decay * k): leading components move most, as in real faces.
     exp_std: float = 1.0
-    yaw_deg: float = 40.0
-    pitch_deg: float = 20.0
-    roll_deg: float = 10.0
+    exp_decay: float = 0.2
+    yaw_deg: float = 90.0
+    pitch_deg: float = 30.0
+    roll_deg: float = 15.0
+    # Jaw opening: closed (|N(0, 0.03)| rad) with probability jaw_closed_prob, else uniform in [0, jaw_max].
     jaw_max: float = 0.35
+    jaw_closed_prob: float = 0.5
     scale_jitter: float = 0.1
     shift_jitter: float = 0.06
     w_landmarks: float = 10.0

@@ -1,7 +1,7 @@
 """``neuface encoder``: pre-train the builtin encoder, or check/describe an encoder's weights.
 
 * ``neuface encoder pretrain --flame MODEL --embedding EMB --out resources/encoders/builtin.pt
-  [--steps N --batch-size B --pool-size P --lr LR --seed S --device DEV]`` trains the small ``builtin`` encoder
+  [--steps N --batch-size B --pool-size P --lr LR --seed S --device DEV|auto]`` trains the small ``builtin`` encoder
   on rendered faces of the given head model (defaults: 1-3 min on a 2-core CPU; pass more steps on a GPU).
 * ``neuface encoder info --kind {deca,emoca,builtin} WEIGHTS`` loads the weights strictly and prints a JSON
   summary (encoder id, parameter count, builtin config).
@@ -12,10 +12,12 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import shlex
 import sys
 import time
+from pathlib import Path
 
-from neuface.cli.argtypes import non_negative_int, positive_int
+from neuface.cli.argtypes import non_negative_int, positive_int, resolve_device_name
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +41,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                           f"(default {d.pool_size})")
     pre.add_argument("--lr", type=float, default=d.lr, help=f"peak learning rate (default {d.lr})")
     pre.add_argument("--seed", type=non_negative_int, default=d.seed, help=f"random seed (default {d.seed})")
-    pre.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    pre.add_argument("--device", default="cpu",
+                     help="torch device, or auto: cuda if this process sees a GPU, else cpu (default cpu)")
+    pre.add_argument("--no-shipped", action="store_true",
+                     help="always train, even when the package ships weights for this model and these settings")
+    pre.add_argument("--record", default=None, metavar="JSON",
+                     help="also write a shipped-weights record (model hashes, settings, this command) for --out")
     pre.set_defaults(func=_pretrain)
     info = enc_sub.add_parser("info", help="load encoder weights strictly and print a JSON summary")
     info.add_argument("--kind", required=True, choices=("deca", "emoca", "builtin"), help="encoder kind")
@@ -53,20 +60,29 @@ def _pretrain(args: argparse.Namespace) -> int:
     from neuface.encoders.builtin import save_builtin
     from neuface.encoders.checkpoint import file_sha256
     from neuface.encoders.pretrain import PretrainSettings, pretrain_builtin, settings_record
+    from neuface.encoders.shipped import find_shipped, install_shipped, model_key
     from neuface.errors import NeufaceError
     from neuface.flame.layer import FlameLayer
+    from neuface.io_utils import atomic_path
 
     if args.steps < 1 or args.batch_size < 1:
         raise NeufaceError("--steps and --batch-size must be >= 1")
     try:
-        device = torch.device(args.device)
+        device = torch.device(resolve_device_name(args.device))
     except RuntimeError as exc:
         raise NeufaceError(f"bad --device {args.device!r}: {exc}") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise NeufaceError("--device cuda requested but CUDA is not available")
-    flame = FlameLayer.from_files(args.flame, args.embedding).to(device)
     settings = PretrainSettings(steps=args.steps, batch_size=args.batch_size, pool_size=args.pool_size,
                                 lr=args.lr, seed=args.seed)
+    key = model_key(args.flame, args.embedding)
+    shipped = None if args.no_shipped else find_shipped(key, settings_record(settings))
+    if shipped is not None:
+        install_shipped(shipped, args.out)
+        log.info("the package ships weights pre-trained on this head model with these settings: copied %s to %s "
+                 "(--no-shipped trains instead)", shipped, args.out)
+        return 0
+    flame = FlameLayer.from_files(args.flame, args.embedding).to(device)
     t0 = time.perf_counter()
     model, history = pretrain_builtin(flame, settings)
     n_tail = max(1, len(history["landmarks"]) // 10)
@@ -81,6 +97,13 @@ def _pretrain(args: argparse.Namespace) -> int:
         "final_total_loss": sum(history["total"][-n_tail:]) / n_tail,
     }
     save_builtin(model.to("cpu"), args.out, training)
+    if args.record:
+        record = {**key, "settings": settings_record(settings), "weights": Path(args.out).name,
+                  "weights_sha256": file_sha256(args.out), "wall_time_s": training["wall_time_s"],
+                  "torch_version": training["torch_version"], "device": training["device"],
+                  "command": "neuface " + " ".join(shlex.quote(a) for a in sys.argv[1:])}
+        with atomic_path(args.record, suffix=".json") as tmp:
+            tmp.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
     log.info("wrote %s (landmark L1 %.4f NDC over the last %d steps, %.0f s)", args.out,
              training["final_landmark_l1_ndc"], n_tail, training["wall_time_s"])
     return 0

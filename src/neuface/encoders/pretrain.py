@@ -1,7 +1,8 @@
 """Offline pre-training of the ``builtin`` encoder on rendered FLAME-model faces.
 
-Each step samples random identities β, expressions ψ, head rotations (yaw ±40°, pitch ±20°, roll ±10°), jaw
-opening, a crop camera placed like the crops stage places it (box of the 68 landmarks, size (w+h)/2·1.375,
+Each step samples random identities β, expressions ψ (std decaying with the component), head rotations (yaw ±90°,
+pitch ±30°, roll ±15°), a jaw that is closed half of the time and open up to ``jaw_max`` otherwise, a crop
+camera placed like the crops stage places it (box of the 68 landmarks, size (w+h)/2·1.375,
 with scale/offset jitter), a colour/light/background, and renders the faces with
 :func:`neuface.render.render_mesh` directly in 224×224 crop space. Because the weak-perspective camera *is* the
 crop camera, the target camera is known exactly. Loss: projected-landmark L1 (crop NDC) + parameter losses.
@@ -93,10 +94,13 @@ def sample_batch(flame: FlameLayer, colors: torch.Tensor, settings: PretrainSett
         return torch.randn(*shape, generator=gen).to(dev, dtype)
 
     shape = n(b, flame.n_shape) * st.shape_std
-    expression = n(b, flame.n_exp) * st.exp_std
+    decay = 1.0 + st.exp_decay * torch.arange(flame.n_exp, device=dev, dtype=dtype)
+    expression = n(b, flame.n_exp) * st.exp_std / decay
     deg = math.pi / 180
     global_pose = _euler_axis_angle(u(b) * st.yaw_deg * deg, u(b) * st.pitch_deg * deg, u(b) * st.roll_deg * deg)
-    jaw = torch.cat([(u(b, 1) + 1) / 2 * st.jaw_max, u(b, 2) * 0.03], dim=1)
+    closed = (u(b, 1) + 1) / 2 < st.jaw_closed_prob
+    opening = torch.where(closed, n(b, 1).abs() * 0.03, (u(b, 1) + 1) / 2 * st.jaw_max)
+    jaw = torch.cat([opening, u(b, 2) * 0.03], dim=1)
     out = EncoderOutput(shape=shape, expression=expression, global_pose=global_pose, jaw_pose=jaw,
                         cam=torch.zeros(b, 3, device=dev, dtype=dtype))
     with torch.no_grad():

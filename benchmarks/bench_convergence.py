@@ -1,0 +1,82 @@
+"""Per-sequence cost of NeuFace: the convergence-aware schedule vs the official fixed schedule, same sequence.
+
+A builtin encoder is briefly pre-trained on the synthetic kit, then one rendered monocular sequence and one
+7-view sequence (known landmarks, 1 px detector noise) are fitted twice from the same encoder: with the default
+schedule (passes until the per-pass L2D stops improving, lr decay at plateaus, windows of 5 frames) and with the
+official one (``neuface_paper``: 100 passes over windows of 20 frames at a constant lr; the builtin encoder's lr
+is used for both so only the schedule differs). Rows: Adam steps, wall time (value = default, reference =
+official, ratio = default / official) and the NME against the true landmarks (bbox-normalised %) of both.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from neuface.encoders.pretrain import pretrain_builtin
+from neuface.fitting.config import resolve_annotator
+from neuface.fitting.data import load_sequence
+from neuface.fitting.demo_data import write_synthetic_sequence
+from neuface.fitting.forward import predict_landmarks_px
+from neuface.fitting.neuface import fit_neuface
+from neuface.flame import FlameLayer
+from neuface.metrics.core import nme
+from neuface.pretrain_settings import PretrainSettings
+
+log = logging.getLogger("benchmarks.bench_convergence")
+
+LR = 5e-4  # the builtin encoder's lr (config/config.yaml fitting.common)
+
+
+def _fit(encoder, flame, seq, overrides: dict) -> tuple[int, float, np.ndarray]:
+    settings = resolve_annotator(overrides.pop("annotator"), {"progress": False, "lr": LR, **overrides})
+    enc = copy.deepcopy(encoder)
+    t0 = time.perf_counter()
+    out = fit_neuface(enc, flame, seq, settings, torch.device("cpu"))
+    wall = time.perf_counter() - t0
+    lmk = predict_landmarks_px(flame, out.params, seq.transforms, seq.crop_size)
+    return out.n_steps, wall, lmk
+
+
+def run(quick: bool = False) -> list[dict]:
+    """Rows ``{name, value, unit, reference, ratio}``; see the module docstring."""
+    from neuface.synthetic.kit import generate
+
+    model, emb = generate(0)
+    flame = FlameLayer(model, emb)
+    encoder, _ = pretrain_builtin(flame, PretrainSettings(steps=20 if quick else 300, batch_size=8 if quick else 16,
+                                                          pool_size=16 if quick else 128))
+    n_frames = 8 if quick else 40
+    cases = [("mono", ("front",)), ("7-view", ("front", "down", "top", "left_30", "left_60", "right_30",
+                                               "right_60"))]
+    official = {"annotator": "neuface_paper", "n_passes": 3 if quick else 100}
+    default = {"annotator": "neuface", "window_frames": 5, "n_passes": 4 if quick else 60}
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, views in cases[:1] if quick else cases:
+            synth = write_synthetic_sequence(Path(tmp) / name, flame, n_frames=n_frames, views=views, size=224,
+                                             noise_px=1.0, seed=7, sequence=name)
+            seq = load_sequence(synth.crops, synth.landmarks)
+            gt = torch.as_tensor(synth.landmarks_gt)
+            res = {}
+            for label, overrides in (("default", default), ("official", official)):
+                steps, wall, lmk = _fit(encoder, flame, seq, dict(overrides))
+                res[label] = (steps, wall, nme(torch.as_tensor(lmk), gt))
+                log.info("%s %s: %d steps, %.1f s, NME %.3f %%", name, label, *res[label])
+            (s_d, t_d, n_d), (s_o, t_o, n_o) = res["default"], res["official"]
+            what = f"{name} {n_frames} frames"
+            rows += [
+                {"name": f"neuface steps to convergence, {what} (ref: official 100 passes x windows of 20)",
+                 "value": s_d, "unit": "steps", "reference": s_o, "ratio": s_d / s_o},
+                {"name": f"neuface wall time per sequence, {what} (ref: official schedule)", "value": t_d,
+                 "unit": "s", "reference": t_o, "ratio": t_d / t_o},
+                {"name": f"neuface NME vs true landmarks, {what} (ref: official schedule)", "value": n_d,
+                 "unit": "% bbox", "reference": n_o, "ratio": n_d / n_o},
+            ]
+    return rows
