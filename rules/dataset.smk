@@ -12,7 +12,7 @@ rule filter:
         options=cli_options(
             "filter",
             {"max_shape_norm": "--max-shape-norm", "max_missing_frac": "--max-missing-frac",
-             "max_nme": "--max-nme", "min_frames": "--min-frames"},
+             "max_nme": "--max-nme", "min_frames": "--min-frames", "partial_inputs": "--partial-inputs"},
         ),
     conda:
         CONDA_ENV

@@ -173,11 +173,12 @@ def test_bad_inputs_are_recorded_and_others_finish(tmp_path, bad_inputs, run_cli
     two = frames_info(out / "twoview.h5")
     assert two["n_frames"] == 7 and two["trimmed"] == {"a": 15}
     assert two["view_attrs"]["a"]["shape"][0] == 7 and two["view_attrs"]["b"]["shape"] == (7, 48, 64, 3)
-    assert any("trimmed to the common length 7" in w for w in two["status"].warnings)
+    assert two["status"].warnings == ("trimmed_views:a:15->7", "views have different frame rates: [25.0, 29.97]")
 
     one = frames_info(out / "oneviewbad.h5")
     assert one["views"] == ["a"] and "b" in one["status"].details["dropped_views"]
-    assert any(w.startswith("view b dropped") for w in one["status"].warnings)
+    assert [w.split(":", 2)[:2] for w in one["status"].warnings] == [["dropped_view", "b"]]
+    assert "Invalid data" in one["status"].warnings[0]
 
 
 def test_failing_view_can_fail_the_sequence(tmp_path, bad_inputs, run_cli):
@@ -195,7 +196,7 @@ def test_missing_views_recorded(tmp_path, carphone_path, run_cli):
     assert run_cli("frames", "--sheet", sheet, "--sequence", "s2", "--out", out, "--max-frames", 2) == 0
     status = read_status(out)
     assert status.ok and status.details["missing_views"] == ["left"]
-    assert "views missing from the sheet: left" in status.warnings
+    assert status.warnings == ("missing_views:left",)
 
 
 def test_truncated_streamable_file_keeps_frames_with_warning(tmp_path, carphone_path, run_cli):
@@ -213,8 +214,9 @@ def test_truncated_streamable_file_keeps_frames_with_warning(tmp_path, carphone_
     assert run_cli("frames", "--sheet", sheet, "--sequence", "cut", "--out", tmp_path / "cut.h5") == 0
     info = frames_info(tmp_path / "cut.h5")
     assert info["status"].ok and 0 < info["n_frames"] < 120
-    assert "mono" in info["status"].details["truncated_views"]
-    assert any("truncated file?" in w for w in info["status"].warnings)
+    assert "truncated file?" in info["status"].details["truncated_views"]["mono"]
+    assert info["status"].warnings == (f"truncated_decode:mono:{info['n_frames']}/120",)
+    assert info["view_attrs"]["mono"]["n_frames_expected"] == 120 and info["view_attrs"]["mono"]["truncated"]
 
 
 # ------------------------------------------------------------------------------------------- status records
@@ -250,3 +252,31 @@ def test_status_failure_and_propagation(tmp_path):
         pass
     with pytest.raises(NeufaceError, match="no status attributes"):
         read_status(tmp_path / "plain.h5")
+
+
+def test_truncation_without_a_header_frame_count_is_found_from_the_duration(tmp_path, carphone_path):
+    """Matroska has no frame count: a cut file is found short of duration x fps (the stream's DURATION tag)."""
+    full = tmp_path / "x.mkv"
+    with av.open(str(carphone_path)) as src, av.open(str(full), "w") as dst:
+        stream = dst.add_stream_from_template(src.streams.video[0])
+        for pkt in src.demux(src.streams.video[0]):
+            if pkt.dts is not None:
+                pkt.stream = stream
+                dst.mux(pkt)
+    (tmp_path / "cut.mkv").write_bytes(full.read_bytes()[: full.stat().st_size // 2])
+    with VideoReader(full) as r:
+        assert sum(1 for _ in r) == 120 and r.info.n_frames_hint == 0
+        assert r.n_expected == 120 and not r.truncated
+    with VideoReader(tmp_path / "cut.mkv") as r:
+        n = sum(1 for _ in r)
+        assert 0 < n < 100 and r.truncated and r.n_expected == 120 and "about 120 frames" in r.error
+    with VideoReader(tmp_path / "cut.mkv", max_frames=10) as r:  # stopping early on purpose is not truncation
+        assert sum(1 for _ in r) == 10 and not r.truncated
+
+
+def test_truncation_tolerance():
+    from neuface.video.decode import is_truncated
+
+    assert is_truncated(119, 120, exact=True) and not is_truncated(120, 120, exact=True)
+    assert not is_truncated(115, 120, exact=False) and is_truncated(113, 120, exact=False)
+    assert not is_truncated(5, 0, exact=False)

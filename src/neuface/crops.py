@@ -3,7 +3,9 @@
 The box comes from the tracked landmarks (:func:`neuface.geometry.crop.estimate_crop_box`), is smoothed over
 time so that crop jitter does not become landmark jitter, and frames without a detection take the box
 interpolated from their neighbours (they stay marked ``detected = False``). The transforms are kept, so every
-crop-space quantity maps back to frame pixels (:func:`neuface.geometry.crop.crop_to_pixels`).
+crop-space quantity maps back to frame pixels (:func:`neuface.geometry.crop.crop_to_pixels`). A view without
+any detection gets no crops and leaves the sequence (coded warning ``dropped_view:<view>:no face detected``,
+:mod:`neuface.input_warnings`); the upstream stages' warnings are carried into the status.
 
 Output layout (``FORMAT = "neuface.crops"``, version 1)::
 
@@ -28,6 +30,7 @@ import torch
 
 from neuface.errors import NeufaceError
 from neuface.geometry.crop import crop_transform, estimate_crop_box, smooth_boxes, warp_images
+from neuface.input_warnings import dropped_view
 from neuface.io_utils import atomic_path
 from neuface.landmarks.extract import landmarks_info, read_landmarks, write_stage_attrs, write_upstream_failure
 from neuface.status import StageStatus, read_status, read_status_attrs
@@ -108,8 +111,9 @@ def crop_sequence(frames_path: str | os.PathLike, landmarks_path: str | os.PathL
         with h5py.File(frames_path, "r") as src:
             for view in info["views"]:
                 lmk = read_landmarks(landmarks_path, view)
-                if not lmk["detected"].any():
-                    warnings.append(f"view {view}: no detections, no crops")
+                if not lmk["detected"].any():  # the view leaves the sequence: a partial input from here on
+                    log.warning("%s: view %s has no detected face: no crops, dropped", upstream.sequence, view)
+                    warnings.append(dropped_view(view, "no face detected").code)
                     continue
                 center, size = crop_boxes(lmk["landmarks"], lmk["detected"], scale, smooth_window)
                 group = f.require_group("views").create_group(view)
@@ -123,8 +127,9 @@ def crop_sequence(frames_path: str | os.PathLike, landmarks_path: str | os.PathL
             status = StageStatus(upstream.sequence, STAGE, details=details, warnings=tuple(warnings))
         else:
             status = StageStatus.failed(upstream.sequence, STAGE, "no view has a detected face", **details)
+        status = status.with_warnings(upstream.warnings)  # frames' and landmarks' notes go on to the fit
         write_stage_attrs(f, status, views, info["n_frames"])
-    log.info("%s", status.summary())
+    log.log(logging.INFO if status.ok and not status.warnings else logging.WARNING, "%s", status.summary())
     return status
 
 

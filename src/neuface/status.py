@@ -14,14 +14,17 @@ A status lives in two places that hold the same fields:
 
 Fields: ``sequence``, ``stage`` (e.g. ``"frames"``), ``status`` (``"ok"`` or ``"failed"``), ``reason`` (empty
 when ok), ``details`` (JSON-able dict: counts, trims, dropped views…), ``warnings`` (list of one-line notes
-about an ``ok`` result that downstream filtering may care about) and ``version`` (neuface version).
+about the result that downstream filtering may care about; each stage carries its upstream stage's warnings
+into its own status, a failure propagated included, see :func:`carry_warnings`; the coded partial-input
+warnings are described in :mod:`neuface.input_warnings`) and ``version`` (neuface version).
 """
 
 from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass, field
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -63,13 +66,19 @@ class StageStatus:
         return cls(sequence, stage, FAILED, " ".join(str(reason).split()), dict(details))
 
     def propagate(self, stage: str) -> StageStatus:
-        """Status for downstream ``stage`` when this (upstream) status failed: ``failed (upstream ...)``."""
+        """Status for downstream ``stage`` when this (upstream) status failed: ``failed (upstream ...)``; the
+        upstream warnings are carried."""
         if self.ok:
             raise NeufaceError("only a failed status propagates")
         reason = self.reason
         if not reason.startswith("upstream "):
             reason = f"upstream {self.stage}: {reason}"
-        return StageStatus(self.sequence, stage, FAILED, reason, {"upstream_stage": self.stage})
+        return StageStatus(self.sequence, stage, FAILED, reason, {"upstream_stage": self.stage},
+                           warnings=self.warnings)
+
+    def with_warnings(self, *warnings: Iterable[str]) -> StageStatus:
+        """A copy whose warnings are :func:`carry_warnings` of ``warnings`` (e.g. the upstream ones) and its own."""
+        return replace(self, warnings=carry_warnings(*warnings, self.warnings))
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -101,6 +110,19 @@ class StageStatus:
         return text
 
 
+def carry_warnings(*groups: Iterable[str]) -> tuple[str, ...]:
+    """The warnings of every group (upstream stages first, then the stage's own), each once, in order.
+
+    Every stage calls this with its upstream status's warnings, so the notes of all stages (in particular the
+    coded partial-input warnings of :mod:`neuface.input_warnings`) reach the fit file and the filter.
+    """
+    seen: dict[str, None] = {}
+    for group in groups:
+        for warning in group:
+            seen.setdefault(str(warning), None)
+    return tuple(seen)
+
+
 def write_status_attrs(attrs: Any, status: StageStatus) -> None:
     """Write ``status`` into HDF5 root attributes (an ``h5py`` ``AttributeManager``)."""
     attrs["sequence"] = status.sequence
@@ -126,6 +148,23 @@ def read_status_attrs(attrs: Any) -> StageStatus:
         warnings=tuple(json.loads(_str(attrs.get("warnings", "[]")))),
         version=_str(attrs.get("neuface_version", "unknown")),
     )
+
+
+def carry_file_warnings(path: str | os.PathLike, *upstream: str | os.PathLike) -> StageStatus:
+    """Add the warnings of the ``upstream`` stage files to the status of the HDF5 stage file ``path``.
+
+    ``path`` is modified in place: call it on a temporary file before it is renamed into place (``neuface fit``
+    does this for the fit file, whose writer knows nothing of the upstream warnings). Returns the new status.
+    """
+    groups = [read_status(p).warnings for p in upstream]
+    import h5py
+
+    with h5py.File(path, "r+") as f:
+        status = read_status_attrs(f.attrs)
+        carried = status.with_warnings(*groups)
+        if carried.warnings != status.warnings:
+            f.attrs["warnings"] = json.dumps(list(carried.warnings))
+    return carried
 
 
 def write_status(status: StageStatus, path: str | os.PathLike) -> None:
@@ -170,6 +209,8 @@ __all__ = [
     "OK",
     "STATUSES",
     "StageStatus",
+    "carry_file_warnings",
+    "carry_warnings",
     "read_status",
     "read_status_attrs",
     "write_status",

@@ -25,6 +25,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                         help="reject when the landmark NME (%% of sqrt(w*h) of the detections' landmark box) is "
                         "above (default 8: gross failures only; docs/metrics.md)")
     parser.add_argument("--min-frames", type=int, default=1, help="reject sequences with fewer frames (default 1)")
+    parser.add_argument("--partial-inputs", choices=("flag", "reject"), default="flag",
+                        help="a fit made from a partial input (truncated video, trimmed/missing/dropped views): "
+                        "flag = accept it, its warnings in the manifest's warnings column (default); reject = "
+                        "reject it ('partial input: ...')")
     parser.set_defaults(func=_filter)
 
 
@@ -46,10 +50,13 @@ def _filter(args: argparse.Namespace) -> int:
     if args.fit_dir:
         fit_dir = Path(args.fit_dir)
         fits += [str(fit_dir / f"{seq}.h5") for seq in sheet if (fit_dir / f"{seq}.h5").is_file()]
-    th = FilterThresholds(args.max_shape_norm, args.max_missing_frac, args.max_nme, args.min_frames)
+    th = FilterThresholds(args.max_shape_norm, args.max_missing_frac, args.max_nme, args.min_frames,
+                          partial_inputs=args.partial_inputs)
     records = filter_fits(fits, sheet, args.annotator, th)
     write_manifest(records, args.out, th, annotator=args.annotator)
     for rec in records:
         if rec.status != "accepted":
             log.info("rejected %s: %s", rec.sequence, "; ".join(rec.reasons))
+        elif rec.warnings:
+            log.warning("accepted %s with partial-input warning(s): %s", rec.sequence, ", ".join(rec.warnings))
     return 0

@@ -14,7 +14,14 @@ failed to capture the face. We apply those two rules and a few more that a pipel
   ``detected`` is False);
 * ``too few frames``, ``malformed fit: ...``, ``unreadable fit file: ...``, ``annotator mismatch``;
 * ``upstream fit: <reason>`` — the fit stage itself recorded a failure;
-* ``no fit output`` — a sheet sequence without a fit file.
+* ``no fit output`` — a sheet sequence without a fit file;
+* ``partial input: <codes>`` — only with ``partial_inputs='reject'``: the fit was made from less than the whole
+  input (coded warnings of :mod:`neuface.input_warnings`: ``truncated_decode``, ``trimmed_views``,
+  ``missing_views``, ``dropped_view``). With ``'flag'`` (the default) such a sequence is judged like any other
+  and its codes are only recorded.
+
+Every line's ``warnings`` column holds the partial-input codes the fit file's status carries (``;``-joined,
+empty for none), whatever the decision, so a partial input never passes unseen.
 
 Every sheet sequence gets exactly one manifest line (and so does a fit file whose sequence is not in the
 sheet: ``not in sample sheet``); nothing is dropped silently. The thresholds are written in the manifest's
@@ -48,13 +55,18 @@ from neuface.dataset.schema import (
     check_group,
 )
 from neuface.errors import NeufaceError, ShapeError
+from neuface.input_warnings import input_warnings
 from neuface.io_utils import atomic_path
 from neuface.status import read_status_attrs
 
 log = logging.getLogger(__name__)
 
 #: v2: ``nme`` is bounding-box normalised and ``nme_eye`` (eye-corner normalised, v1's ``nme``) was added.
-MANIFEST_MAGIC = "# neuface.filter manifest v2"
+#: v3: the ``warnings`` column (partial-input codes). v2 manifests are read with empty warnings.
+MANIFEST_MAGIC = "# neuface.filter manifest v3"
+_MANIFEST_V2 = "# neuface.filter manifest v2"
+#: What to do with a sequence made from a partial input: accept it with its warnings recorded, or reject it.
+PARTIAL_INPUT_POLICIES = ("flag", "reject")
 
 
 @dataclass(frozen=True)
@@ -75,6 +87,14 @@ class FilterThresholds:
     max_missing_frac: float = 0.2
     max_nme: float = 8.0
     min_frames: int = 1
+    #: ``flag``: a partial input (truncated video, trimmed / missing / dropped views) is recorded in the
+    #: ``warnings`` column only; ``reject``: it is also a rejection reason.
+    partial_inputs: str = "flag"
+
+    def __post_init__(self) -> None:
+        if self.partial_inputs not in PARTIAL_INPUT_POLICIES:
+            raise NeufaceError(f"partial_inputs must be one of {', '.join(PARTIAL_INPUT_POLICIES)}, "
+                               f"got {self.partial_inputs!r}")
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -96,13 +116,15 @@ class FilterRecord:
     nme: float = math.nan
     nme_eye: float = math.nan
     path: str = ""
+    warnings: list[str] = field(default_factory=list)
 
     def row(self) -> list[str]:
         def num(x: float) -> str:
             return "nan" if not math.isfinite(x) else f"{x:.6g}"
 
         reasons = ";".join(" ".join(r.replace(";", ",").split()) for r in self.reasons)
-        return [self.sequence, self.split, self.annotator, self.status, reasons, str(self.n_frames),
+        warnings = ";".join(" ".join(w.replace(";", ",").split()) for w in self.warnings)
+        return [self.sequence, self.split, self.annotator, self.status, reasons, warnings, str(self.n_frames),
                 str(self.n_views), num(self.shape_norm), num(self.detected_frac), num(self.nme), num(self.nme_eye),
                 self.path]
 
@@ -124,6 +146,9 @@ def evaluate_fit(path: str | os.PathLike, thresholds: FilterThresholds, annotato
 def _evaluate_open(f: h5py.File, rec: FilterRecord, th: FilterThresholds, annotator: str | None) -> None:
     status = read_status_attrs(f.attrs)
     rec.sequence = status.sequence or rec.sequence
+    rec.warnings = input_warnings(status.warnings)
+    if rec.warnings and th.partial_inputs == "reject":
+        rec.reasons.append("partial input: " + ", ".join(rec.warnings))
     fmt = attr_str(f.attrs.get("format", ""))
     if fmt != FIT_FORMAT:
         rec.reasons.append(f"malformed fit: format is {fmt!r}, expected {FIT_FORMAT!r}")
@@ -242,10 +267,11 @@ def read_manifest(path: str | os.PathLike) -> tuple[list[dict[str, str]], dict[s
         raise NeufaceError(f"manifest {path} does not exist")
     meta: dict[str, Any] = {}
     lines = path.read_text(encoding="utf-8").splitlines()
-    if lines and lines[0].startswith("# neuface.filter manifest v") and lines[0] != MANIFEST_MAGIC:
+    v2 = bool(lines) and lines[0] == _MANIFEST_V2
+    if lines and lines[0].startswith("# neuface.filter manifest v") and lines[0] != MANIFEST_MAGIC and not v2:
         raise NeufaceError(f"{path} is a manifest of another version ({lines[0][2:]!r}, expected "
                            f"{MANIFEST_MAGIC[2:]!r}; v1 had an eye-corner NME): re-run neuface filter")
-    if not lines or lines[0] != MANIFEST_MAGIC:
+    if not lines or (lines[0] != MANIFEST_MAGIC and not v2):
         raise NeufaceError(f"{path} is not a filter manifest (first line should be {MANIFEST_MAGIC!r})")
     body = []
     for line in lines:
@@ -254,18 +280,21 @@ def read_manifest(path: str | os.PathLike) -> tuple[list[dict[str, str]], dict[s
             meta[key] = json.loads(value) if key == "thresholds" else value
         elif line.strip() and not line.startswith("#"):
             body.append(line)
-    if not body or tuple(body[0].split("\t")) != MANIFEST_COLUMNS:
-        raise NeufaceError(f"manifest {path}: the column header should be {' '.join(MANIFEST_COLUMNS)!r} (tabs)")
+    columns = tuple(c for c in MANIFEST_COLUMNS if c != "warnings") if v2 else MANIFEST_COLUMNS
+    if not body or tuple(body[0].split("\t")) != columns:
+        raise NeufaceError(f"manifest {path}: the column header should be {' '.join(columns)!r} (tabs)")
     rows = []
     for n, line in enumerate(body[1:], start=2):
         cells = line.split("\t")
-        if len(cells) != len(MANIFEST_COLUMNS):
-            raise ShapeError(f"manifest {path}: row {n} has {len(cells)} fields, expected {len(MANIFEST_COLUMNS)}")
-        rows.append(dict(zip(MANIFEST_COLUMNS, cells, strict=True)))
+        if len(cells) != len(columns):
+            raise ShapeError(f"manifest {path}: row {n} has {len(cells)} fields, expected {len(columns)}")
+        row = dict(zip(columns, cells, strict=True))
+        rows.append({c: row.get(c, "") for c in MANIFEST_COLUMNS})  # v2: no partial-input record: ""
     return rows, meta
 
 
 __all__ = [
+    "PARTIAL_INPUT_POLICIES",
     "FilterRecord",
     "FilterThresholds",
     "evaluate_fit",

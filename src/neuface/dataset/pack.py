@@ -35,6 +35,7 @@ from neuface.dataset.schema import (
     str_list,
 )
 from neuface.errors import NeufaceError
+from neuface.input_warnings import input_warnings, split_codes
 from neuface.io_utils import atomic_path
 from neuface.status import read_status_attrs
 
@@ -110,6 +111,12 @@ def _copy_sequence(fit_path: Path, out: h5py.Group, row: dict[str, str], storage
         a["source"] = str(fit_path)
         for key in ("shape_norm", "detected_frac", "nme", "nme_eye"):
             a[key] = float(row.get(key, "nan"))
+        # partial-input codes (truncated video, trimmed / missing / dropped views): the manifest's record of what
+        # the filter judged, or the fit's own status for a manifest that predates the column
+        codes = split_codes(row.get("warnings", "")) or input_warnings(status.warnings)
+        a["warnings"] = str_list(codes)
+        if codes:
+            log.info("sequence %s packed with partial-input warning(s): %s", row["sequence"], ", ".join(codes))
         return {**prov, "n_shape": sizes["S"], "n_exp": sizes["E"]}
 
 
@@ -144,7 +151,7 @@ def pack_split(manifest: str | os.PathLike, split: str, out: str | os.PathLike, 
     encoders: set[str] = set()
     configs: set[str] = set()
     sizes: set[tuple[int, int]] = set()
-    n_frames = 0
+    n_frames = n_partial = 0
     out = Path(out)
     with atomic_path(out, suffix=".h5") as tmp:
         with h5py.File(tmp, "w") as f:
@@ -156,6 +163,7 @@ def pack_split(manifest: str | os.PathLike, split: str, out: str | os.PathLike, 
                 configs.add(prov["config_hash"])
                 sizes.add((prov["n_shape"], prov["n_exp"]))
                 n_frames += int(seq_root[row["sequence"]].attrs["n_frames"])
+                n_partial += bool(len(seq_root[row["sequence"]].attrs["warnings"]))
                 if len(shas) > 1 or len(sizes) > 1:
                     raise NeufaceError(
                         f"split {split!r} mixes FLAME models {sorted(shas)} or sizes {sorted(sizes)} "
@@ -176,6 +184,7 @@ def pack_split(manifest: str | os.PathLike, split: str, out: str | os.PathLike, 
             a["annotator"] = annotator
             a["n_sequences"] = len(selected)
             a["n_frames_total"] = n_frames
+            a["n_sequences_with_warnings"] = n_partial
             a["n_shape"] = int(n_shape)
             a["n_exp"] = int(n_exp)
             a["flame_sha256"] = next(iter(shas)) if shas else (flame_sha or "")

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from neuface.dataset.schema import DATASET_FORMAT, attr_str, attr_str_list
+from neuface.dataset.schema import DATASET_FORMAT, attr_str, attr_str_list, sequence_warnings
 from neuface.errors import NeufaceError
 
 log = logging.getLogger(__name__)
@@ -54,6 +54,11 @@ class NeuFaceH5(Dataset):
     (N, 3), ``crop_transforms`` (N, 3, 3), ``landmarks`` / ``landmarks_pred`` (N, 68, 2), ``detected`` (N,)
     bool, ``frame_indices`` (N,) int64, ``sequence`` (str), ``view`` (str), ``start`` (int); plus
     ``vertices`` / ``landmarks3d`` when requested.
+
+    ``warnings`` maps every sequence of the file to its partial-input codes (``[]`` for a complete input; e.g.
+    ``["truncated_decode:front:75/270"]``, see :mod:`neuface.input_warnings`); ``sequence_warnings(name)`` reads
+    one. Sequences with warnings are yielded like the others; to leave them out, wrap the dataset in a
+    ``torch.utils.data.Subset`` of ``[i for i, (s, _, _) in enumerate(ds.clips()) if not ds.warnings[s]]``.
     """
 
     def __init__(self, path: str | os.PathLike, clip_len: int | None = 16, stride: int | None = None,
@@ -71,6 +76,7 @@ class NeuFaceH5(Dataset):
         self._file: h5py.File | None = None
         self._pid: int | None = None
         self._groups: OrderedDict[str, dict[str, h5py.Dataset]] = OrderedDict()
+        self.warnings: dict[str, list[str]] = {}
         self._index, self.n_shape, self.n_exp, self.attrs = self._build_index(views)
         self.flame = self._make_flame(flame, embedding) if with_vertices else None
 
@@ -92,6 +98,7 @@ class NeuFaceH5(Dataset):
             for name in self._member(f, "sequences"):
                 g = self._member(f, f"sequences/{name}")
                 n_frames = int(self._attr(g, "n_frames"))
+                self.warnings[name] = sequence_warnings(g)
                 length = n_frames if self.clip_len is None else self.clip_len
                 for vi, view in enumerate(attr_str_list(self._attr(g, "views"))):
                     if wanted is not None and view not in wanted:
@@ -198,6 +205,12 @@ class NeuFaceH5(Dataset):
     # ------------------------------------------------------------------------------------------- items
     def __len__(self) -> int:
         return len(self._index)
+
+    def sequence_warnings(self, sequence: str) -> list[str]:
+        """Partial-input codes of ``sequence`` (``[]``: complete input); a NeufaceError for an unknown one."""
+        if sequence not in self.warnings:
+            raise NeufaceError(f"{self.path} has no sequence {sequence!r}")
+        return list(self.warnings[sequence])
 
     def clips(self) -> list[tuple[str, str, int]]:
         """``(sequence, view, start)`` of every item, in item order."""

@@ -57,14 +57,15 @@ DATASET_ROOT_ATTRS = (
     "format", "format_version", "split", "annotator", "n_sequences", "flame_sha256", "encoder_ids",
     "config_hashes", "neuface_version", "created", "n_shape", "n_exp",
 )
-#: Attributes of every ``/sequences/<id>`` group.
+#: Attributes every ``/sequences/<id>`` group has (``warnings``, the partial-input codes, is written too; files
+#: packed before it existed lack it: read it with :func:`sequence_warnings`).
 SEQUENCE_ATTRS = ("views", "fps", "n_frames")
 
 #: Columns of the filter manifest, in order (``nme``: bounding-box normalised, judged; ``nme_eye``: eye-corner
-#: normalised, recorded only).
+#: normalised, recorded only; ``warnings``: ``;``-joined partial-input codes, :mod:`neuface.input_warnings`).
 MANIFEST_COLUMNS = (
-    "sequence", "split", "annotator", "status", "reasons", "n_frames", "n_views", "shape_norm", "detected_frac",
-    "nme", "nme_eye", "path",
+    "sequence", "split", "annotator", "status", "reasons", "warnings", "n_frames", "n_views", "shape_norm",
+    "detected_frac", "nme", "nme_eye", "path",
 )
 ACCEPTED = "accepted"
 REJECTED = "rejected"
@@ -129,6 +130,14 @@ def attr_str_list(value: Any) -> list[str]:
     return [v.decode() if isinstance(v, bytes) else str(v) for v in np.atleast_1d(value)]
 
 
+def sequence_warnings(group: Any) -> list[str]:
+    """The ``warnings`` attribute of a packed ``/sequences/<id>`` group (partial-input codes, e.g.
+    ``truncated_decode:front:75/270``); ``[]`` when there are none or the file predates the attribute."""
+    if "warnings" not in group.attrs:
+        return []
+    return [w for w in attr_str_list(group.attrs["warnings"]) if w]
+
+
 def str_list(values: list[str]) -> np.ndarray:
     """A list of ``str`` as a variable-length UTF-8 string array attribute."""
     import h5py
@@ -153,5 +162,6 @@ __all__ = [
     "attr_str",
     "attr_str_list",
     "check_group",
+    "sequence_warnings",
     "str_list",
 ]

@@ -12,7 +12,7 @@ Output layout (``FORMAT = "neuface.landmarks"``, version 1)::
         attrs: detector, detector_version, width, height, n_detected, max_faces (most faces in one frame)
 
 A failed upstream frames file gives a failed landmarks file without any work; a sequence with no face in any
-frame of any view fails with ``'no face detected'``.
+frame of any view fails with ``'no face detected'``. The frames stage's warnings are carried into the status.
 """
 
 from __future__ import annotations
@@ -122,6 +122,7 @@ def detect_sequence(frames_path: str | os.PathLike, out: str | os.PathLike, back
             status = StageStatus.failed(sequence, STAGE, "no face detected", **details)
         else:
             status = StageStatus(sequence, STAGE, details=details, warnings=tuple(warnings))
+        status = status.with_warnings(upstream.warnings)  # the frames stage's notes (partial inputs) go on
         write_stage_attrs(f, status, list(per_view), n_frames)
     log.log(logging.INFO if status.ok and not status.warnings else logging.WARNING, "%s", status.summary())
     return status

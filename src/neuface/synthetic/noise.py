@@ -187,6 +187,7 @@ def landmarks_from_gt(gt_path: str | os.PathLike, frames_path: str | os.PathLike
             status = StageStatus.failed(upstream.sequence, "landmarks", "no face detected", **details)
         else:
             status = StageStatus(upstream.sequence, "landmarks", details=details, warnings=tuple(warnings))
+        status = status.with_warnings(upstream.warnings)  # the frames stage's notes (partial inputs) go on
         write_stage_attrs(f, status, views, n_frames)
     log.info("%s", status.summary())
     return status

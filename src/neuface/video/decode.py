@@ -36,7 +36,26 @@ class VideoInfo:
     height: int
     fps: float | None  # average frame rate, if the container knows it
     n_frames_hint: int  # frame count from the header (0 if unknown; not trusted)
-    duration: float | None  # seconds
+    duration: float | None  # seconds (the stream's, else its DURATION tag, else the container's)
+
+    @property
+    def n_frames_expected(self) -> tuple[int, bool]:
+        """``(frames the file should decode to, exact)``: the header's frame count (exact), else
+        ``round(duration × fps)`` (an estimate), else ``(0, False)`` (unknown)."""
+        if self.n_frames_hint > 0:
+            return self.n_frames_hint, True
+        if self.duration and self.fps and self.duration > 0:
+            return round(self.duration * self.fps), False
+        return 0, False
+
+
+def is_truncated(n_decoded: int, expected: int, exact: bool) -> bool:
+    """Whether ``n_decoded`` frames fall short of ``expected``: any shortfall of an exact (header) count; more
+    than ``max(2, 5 %)`` of an estimate from duration × fps (durations are rounded, audio may run longer)."""
+    if expected <= 0:
+        return False
+    slack = 0 if exact else max(2, round(0.05 * expected))
+    return n_decoded < expected - slack
 
 
 def output_size(width: int, height: int, max_size: int | None) -> tuple[int, int]:
@@ -59,7 +78,10 @@ class VideoReader:
         max_size: downscale so that the longer side is at most this many pixels.
 
     After iteration, ``n_decoded`` is the number of source frames decoded and ``truncated`` tells whether
-    decoding stopped early on a corrupt packet (``error`` holds the message). Use as a context manager.
+    decoding stopped early (``error`` holds the message): on a decoder/demuxer error mid-stream, or when the
+    data ended before the frame count the container announces (:attr:`VideoInfo.n_frames_expected`: the
+    header's count, else duration × fps with a small tolerance). ``n_expected`` is that count (0: unknown).
+    A ``max_frames`` cap that stops reading early is not a truncation. Use as a context manager.
 
     Raises:
         VideoDecodeError: when the file is missing, cannot be opened or has no video stream.
@@ -74,6 +96,7 @@ class VideoReader:
         self.path = Path(path)
         self.max_frames = max_frames
         self.n_decoded = 0
+        self.n_expected = 0
         self.truncated = False
         self.error = ""
         if not self.path.exists():
@@ -93,14 +116,13 @@ class VideoReader:
         self._stream.thread_type = "AUTO"
         ctx = self._stream.codec_context
         rate = self._stream.average_rate or self._stream.guessed_rate
-        duration = None
-        if self._stream.duration is not None and self._stream.time_base is not None:
-            duration = float(self._stream.duration * self._stream.time_base)
+        duration = _duration(self._container, self._stream)
         self.info = VideoInfo(str(self.path), ctx.name, int(ctx.width), int(ctx.height),
                               float(rate) if rate else None, int(self._stream.frames or 0), duration)
         if self.info.width <= 0 or self.info.height <= 0:
             self._container.close()
             raise VideoDecodeError(f"video stream of {self.path} has no frame size (corrupt header?)")
+        self.n_expected, self._expected_exact = self.info.n_frames_expected
         self.width, self.height = output_size(self.info.width, self.info.height, max_size)
         src_fps = self.info.fps
         self.resample = fps is not None and (src_fps is None or fps < src_fps * 0.999)
@@ -128,11 +150,12 @@ class VideoReader:
                     t0 = t
                 self.n_decoded += 1
                 yield t - t0, frame
-            hint = self.info.n_frames_hint
-            if 0 < self.n_decoded < hint:  # reached the end of the data before the header's frame count
+            # reached the end of the data before the announced frame count
+            if self.n_decoded > 0 and is_truncated(self.n_decoded, self.n_expected, self._expected_exact):
                 self.truncated = True
-                self.error = (f"decoded {self.n_decoded} of the {hint} frames the header announces "
-                              "(truncated file?)")
+                announced = ("the {} frames the header announces" if self._expected_exact
+                             else "about {} frames (duration x frame rate)").format(self.n_expected)
+                self.error = f"decoded {self.n_decoded} of {announced} (truncated file?)"
                 log.warning("%s: %s", self.path, self.error)
         except (av.error.FFmpegError, EOFError) as exc:
             self.truncated = True
@@ -171,6 +194,22 @@ class VideoReader:
             n += 1
 
 
+def _duration(container: av.container.InputContainer, stream: av.video.stream.VideoStream) -> float | None:
+    """Seconds of the video stream: its duration, else its DURATION tag (Matroska), else the container's."""
+    if stream.duration is not None and stream.time_base is not None:
+        return float(stream.duration * stream.time_base)
+    tag = (stream.metadata or {}).get("DURATION") or (stream.metadata or {}).get("duration")
+    if tag:
+        try:
+            hours, minutes, seconds = str(tag).split(":")
+            return int(hours) * 3600 + int(minutes) * 60 + float(seconds)
+        except ValueError:
+            log.debug("unparsable DURATION tag %r", tag)
+    if container.duration:
+        return float(container.duration) / av.time_base
+    return None
+
+
 def _msg(exc: BaseException) -> str:
     """One line; FFmpeg errors without their errno and repeated file name."""
     text = getattr(exc, "strerror", None) if isinstance(exc, av.error.FFmpegError) else None
@@ -180,4 +219,4 @@ def _msg(exc: BaseException) -> str:
     return " ".join(str(text).split())
 
 
-__all__ = ["VideoDecodeError", "VideoInfo", "VideoReader", "output_size"]
+__all__ = ["VideoDecodeError", "VideoInfo", "VideoReader", "is_truncated", "output_size"]

@@ -4,6 +4,13 @@ Bad input (missing, unreadable, corrupt, truncated, zero-frame video) is recorde
 is always written, with ``status='failed'`` and a one-line reason when nothing usable remains. In a multi-view
 sequence a failing view is dropped and recorded (``on_view_error='drop'``, the default) or fails the whole
 sequence (``'fail'``). Views of different lengths are trimmed to the shortest and the trim is recorded.
+
+A sequence that is processed from less than its whole input stays ``ok`` but carries coded partial-input
+warnings (:mod:`neuface.input_warnings`) that later stages carry to the filter and the packed dataset:
+``truncated_decode:<view>:<decoded>/<expected>`` (a video that decodes only partly — a decoder error mid-stream,
+or fewer frames than the header's count / duration × fps; its decoded frames are kept),
+``trimmed_views:<view>:<had>-><kept>``, ``missing_views:<view>`` (peers in the sheet have it) and
+``dropped_view:<view>:<reason>``.
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ import h5py
 import pandas as pd
 
 from neuface.errors import NeufaceError
+from neuface.input_warnings import dropped_view, missing_view, trimmed_view, truncated_decode
 from neuface.io_utils import atomic_path
 from neuface.status import StageStatus
 from neuface.video.decode import VideoDecodeError, VideoReader
@@ -29,8 +37,9 @@ VIEW_ERROR_POLICIES = ("drop", "fail")
 
 
 def _decode_view(f: h5py.File, view: str, path: str, fps: float | None, max_frames: int | None,
-                 max_size: int | None, compression: str | None) -> tuple[int, dict, str]:
-    """Decode one view into ``f``; returns (frame count, view attrs, truncation message or '')."""
+                 max_size: int | None, compression: str | None) -> tuple[int, dict, str, int]:
+    """Decode one view into ``f``; returns (frame count, view attrs, truncation message or '', frames the
+    container announces or 0)."""
     with VideoReader(path, fps=fps, max_frames=max_frames, max_size=max_size) as reader:
         writer = ViewWriter(f, view, reader.height, reader.width, compression)
         for t, rgb in reader:
@@ -43,6 +52,8 @@ def _decode_view(f: h5py.File, view: str, path: str, fps: float | None, max_fram
             "width": reader.width,
             "height": reader.height,
             "n_frames_decoded": reader.n_decoded,
+            "n_frames_expected": reader.n_expected,
+            "truncated": bool(reader.truncated),
             "source_width": info.width,
             "source_height": info.height,
             "source_fps": info.fps if info.fps else float("nan"),
@@ -50,7 +61,7 @@ def _decode_view(f: h5py.File, view: str, path: str, fps: float | None, max_fram
         }
         for key, value in attrs.items():
             writer.group.attrs[key] = value
-        return writer.count, attrs, reader.error if reader.truncated else ""
+        return writer.count, attrs, reader.error if reader.truncated else "", reader.n_expected
 
 
 def extract_sequence(
@@ -88,7 +99,8 @@ def extract_sequence(
     warnings: list[str] = []
     missing = sorted(set(expected_views or ()) - set(rows["view"]))
     if missing:
-        warnings.append(f"views missing from the sheet: {', '.join(missing)}")
+        log.warning("%s: views missing from the sheet (its peers have them): %s", sequence, ", ".join(missing))
+        warnings += [missing_view(v).code for v in missing]
 
     with atomic_path(out, suffix=".h5") as tmp:
         status = _decode_all(tmp, rows, sequence, warnings, missing, fps, max_frames, max_size, on_view_error,
@@ -114,7 +126,7 @@ def _decode_all(tmp: os.PathLike, rows: pd.DataFrame, sequence: str, warnings: l
         truncated: dict[str, str] = {}
         for view, path in zip(rows["view"], rows["path"], strict=True):
             try:
-                n, attrs, trunc = _decode_view(f, view, path, fps, max_frames, max_size, compression)
+                n, attrs, trunc, n_expected = _decode_view(f, view, path, fps, max_frames, max_size, compression)
             except (VideoDecodeError, av.error.FFmpegError) as exc:
                 dropped[view] = " ".join(str(exc).split())
                 _discard_view(f, view)
@@ -126,7 +138,9 @@ def _decode_all(tmp: os.PathLike, rows: pd.DataFrame, sequence: str, warnings: l
             counts[view], view_fps[view] = n, attrs["fps"]
             if trunc:
                 truncated[view] = trunc
-                warnings.append(f"view {view}: decoding stopped early after {n} frame(s): {trunc}")
+                log.warning("%s: view %s: decoding stopped early after %d frame(s): %s", sequence, view,
+                            attrs["n_frames_decoded"], trunc)
+                warnings.append(truncated_decode(view, attrs["n_frames_decoded"], n_expected).code)
 
         views = sorted(counts)
         details: dict = {"views": views, "n_views_in_sheet": len(rows), "missing_views": missing,
@@ -135,15 +149,18 @@ def _decode_all(tmp: os.PathLike, rows: pd.DataFrame, sequence: str, warnings: l
         reason = _failure_reason(rows, dropped, views, on_view_error)
         n_frames, trimmed = 0, {}
         if reason is None:
-            warnings += [f"view {v} dropped: {msg}" for v, msg in dropped.items()]
+            for v, msg in dropped.items():
+                log.warning("%s: view %s dropped: %s", sequence, v, msg)
+                warnings.append(dropped_view(v, msg).code)
             n_frames = min(counts.values())
             trimmed = {v: c for v, c in counts.items() if c != n_frames}
             if trimmed:
                 for v in trimmed:
                     f[f"views/{v}"]["frames"].resize(n_frames, axis=0)
                     f[f"views/{v}"]["timestamps"].resize(n_frames, axis=0)
-                warnings.append(f"views trimmed to the common length {n_frames}: "
-                                + ", ".join(f"{v} had {c}" for v, c in sorted(trimmed.items())))
+                log.warning("%s: views trimmed to the common length %d: %s", sequence, n_frames,
+                            ", ".join(f"{v} had {c}" for v, c in sorted(trimmed.items())))
+                warnings += [trimmed_view(v, c, n_frames).code for v, c in sorted(trimmed.items())]
             rates = sorted({round(r, 3) for r in view_fps.values() if not math.isnan(r)})
             if len(rates) > 1:
                 warnings.append(f"views have different frame rates: {rates}")
@@ -152,7 +169,7 @@ def _decode_all(tmp: os.PathLike, rows: pd.DataFrame, sequence: str, warnings: l
             out_fps = next(iter(view_fps.values())) if len(set(view_fps.values())) == 1 else None
             write_root_attrs(f, status, views, n_frames, out_fps, trimmed)
             return status
-    return StageStatus.failed(sequence, STAGE, reason, **details)
+    return StageStatus.failed(sequence, STAGE, reason, **details).with_warnings(warnings)
 
 
 def _failure_reason(rows: pd.DataFrame, dropped: dict[str, str], ok_views: list[str],

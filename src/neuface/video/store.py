@@ -7,7 +7,8 @@ Layout (``FORMAT = "neuface.frames"``, version 1)::
                                    n_frames (common frame count), fps, trimmed (JSON: view -> original count)
     /views/<view>/frames      (F, H, W, 3) uint8 RGB, one frame per chunk, compressed
     /views/<view>/timestamps  (F,) float64 seconds since the view's first decoded frame
-        attrs: source (video path), fps, width, height, n_frames_decoded, source_width, source_height,
+        attrs: source (video path), fps, width, height, n_frames_decoded, n_frames_expected (what the container
+               announces, 0 if unknown), truncated (decoding stopped early), source_width, source_height,
                source_fps, codec
 
 One file per sequence (not one image per frame) keeps HPC inode counts low. A failed sequence's file has the
