@@ -11,6 +11,14 @@ Layouts (``ROOT`` is the directory holding the first level shown):
 Splits are assigned per identity with a salted hash, so no identity crosses splits and adding videos never
 moves existing subjects: ``u = sha256(seed, dataset, subject) → [0, 1)``; ``u < test_frac`` → test,
 ``< test_frac + val_frac`` → val, else train.
+
+Few identities: a hash leaves small splits empty by chance (3 identities at 10 % / 10 % land all in train 51 %
+of the time). When there are at least as many identities as splits with a positive fraction (3 with the default
+fractions), every such split gets at least one identity: for each empty split (test, then val, then train) the
+identity whose ``u`` lies nearest to that split's interval is moved there from the largest split (which keeps at
+least one). This is deterministic for a given set of identities and seed; it only ever moves identities while a
+split would otherwise be empty, so with more identities it stops applying (and an identity it moved may then
+return to its hash split). Below that count the hash alone decides and the empty splits are logged.
 """
 
 from __future__ import annotations
@@ -143,14 +151,44 @@ LAYOUTS: dict[str, Callable[..., list[VideoEntry]]] = {
 
 
 def split_of(subject: str, dataset: str, val_frac: float, test_frac: float, seed: int | str = 0) -> str:
-    """Deterministic split of one identity (see module docstring)."""
-    digest = hashlib.sha256(f"neuface-split\0{seed}\0{dataset}\0{subject}".encode()).digest()
-    u = int.from_bytes(digest[:8], "big") / 2.0**64
+    """Deterministic hash split of one identity (see module docstring; :func:`assign_splits` adds the
+    few-identities rule)."""
+    u = _unit(subject, dataset, seed)
     if u < test_frac:
         return "test"
     if u < test_frac + val_frac:
         return "val"
     return "train"
+
+
+def _unit(subject: str, dataset: str, seed: int | str) -> float:
+    digest = hashlib.sha256(f"neuface-split\0{seed}\0{dataset}\0{subject}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2.0**64
+
+
+def assign_splits(identities: list[tuple[str, str]], val_frac: float, test_frac: float,
+                  seed: int | str = 0) -> dict[tuple[str, str], str]:
+    """Split of each ``(dataset, subject)`` identity: :func:`split_of`, then the few-identities rule of the
+    module docstring (no split with a positive fraction left empty when there are enough identities)."""
+    unique = sorted(set(identities))
+    u = {ident: _unit(ident[1], ident[0], seed) for ident in unique}
+    splits = {ident: split_of(ident[1], ident[0], val_frac, test_frac, seed) for ident in unique}
+    intervals = {"test": (0.0, test_frac), "val": (test_frac, test_frac + val_frac),
+                 "train": (test_frac + val_frac, 1.0)}
+    wanted = [name for name in ("test", "val", "train") if intervals[name][1] > intervals[name][0]]
+    if len(unique) < len(wanted):
+        return splits
+    for name in wanted:
+        members = {s: [i for i in unique if splits[i] == s] for s in intervals}
+        if members[name]:
+            continue
+        donor = max(("train", "val", "test"), key=lambda s: len(members[s]))  # ties: train first
+        lo, hi = intervals[name]
+        moved = min(members[donor], key=lambda i: (max(lo - u[i], u[i] - hi, 0.0), i))
+        splits[moved] = name
+        log.info("split %r would be empty with %d identities: identity %s/%s moved there from %r", name,
+                 len(unique), moved[0], moved[1], donor)
+    return splits
 
 
 def build_sheet(entries: list[VideoEntry], val_frac: float = 0.1, test_frac: float = 0.1,
@@ -167,8 +205,9 @@ def build_sheet(entries: list[VideoEntry], val_frac: float = 0.1, test_frac: flo
         first = dupes.iloc[0]
         raise NeufaceError(f"two videos map to sequence {first['sequence']!r}, view {first['view']!r}, "
                            f"e.g. {', '.join(dupes['path'].iloc[:2])}; rename one")
-    df["split"] = [split_of(s, d, val_frac, test_frac, seed) for s, d in zip(df["subject"], df["dataset"],
-                                                                                strict=True)]
+    idents = list(zip(df["dataset"], df["subject"], strict=True))
+    splits = assign_splits(idents, val_frac, test_frac, seed)
+    df["split"] = [splits[i] for i in idents]
     df = df[["sequence", "view", "split", "path", "dataset", "subject", "emotion"]]
     if (df["emotion"] == "").all():
         df = df.drop(columns="emotion")
@@ -209,7 +248,8 @@ def _log_summary(df: pd.DataFrame, layout: str, fractions: dict[str, float]) -> 
              layout, len(seqs), len(df), len(subjects), dict(counts), dict(subj_counts))
     for split, n in subj_counts.items():
         if n == 0 and fractions[split] > 0:
-            log.warning("split %r has no subjects (only %d subject(s) in total)", split, len(subjects))
+            log.warning("split %r has no subjects (only %d subject(s) in total; with at least one per split "
+                        "every split gets one)", split, len(subjects))
 
 
 __all__ = [
@@ -218,6 +258,7 @@ __all__ = [
     "MONO_VIEW",
     "VIDEO_EXTENSIONS",
     "VideoEntry",
+    "assign_splits",
     "build_sheet",
     "index_celebvhq",
     "index_dataset",
