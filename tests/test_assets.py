@@ -36,3 +36,55 @@ def test_cli_exit_codes(kit, run_cli, tmp_path, monkeypatch, capsys):
     err = capsys.readouterr().err
     assert ok == 0 and missing == 2
     assert "nope.pkl" in err and "get it:" in err and "2DFAN4" in err
+
+
+def test_workflow_made_assets_are_not_missing_and_encoders_load_strictly(kit, tmp_path):
+    from neuface.encoders import BuiltinEncoder, save_builtin
+
+    kit_dir = tmp_path / "kit"  # configured but not built yet: the workflow builds it
+    reports = {r.name: r for r in check_assets(str(kit_dir / "flame/generic_model.pkl"),
+                                               str(kit_dir / "flame/landmark_embedding.npy"), "builtin",
+                                               str(tmp_path / "builtin.pt"), "dlib", kit_dir=str(kit_dir))}
+    assert reports["flame_model"].state == "workflow" and "kit_build" in reports["flame_model"].detail
+    assert reports["landmark_embedding"].state == "workflow"
+    encoder = reports["encoder (builtin)"]
+    assert encoder.state == "workflow" and "encoder_pretrain" in encoder.detail
+    # outside kit.dir an absent file is missing
+    elsewhere = check_assets(str(tmp_path / "flame.pkl"), None, kit_dir=str(kit_dir))
+    assert elsewhere[0].state == "missing" and elsewhere[1].state == "missing"
+
+    save_builtin(BuiltinEncoder(), tmp_path / "builtin.pt")
+    (tmp_path / "broken.pt").write_bytes(b"not a checkpoint")
+    (tmp_path / "deca_model.tar").write_bytes(b"not a tar either")
+    ok = check_assets(None, None, "builtin", str(tmp_path / "builtin.pt"), "dlib")[2]
+    broken = check_assets(None, None, "builtin", str(tmp_path / "broken.pt"), "dlib")[2]
+    deca_bad = check_assets(None, None, "deca", str(tmp_path / "deca_model.tar"), "dlib")[2]
+    deca_kit = check_assets(None, None, "deca", str(kit.parent / "deca/deca_model.tar"), "dlib")[2]
+    deca_absent = check_assets(None, None, "deca", str(tmp_path / "nope.tar"), "dlib")[2]
+    assert ok.state == "ok" and broken.state == "invalid" and broken.detail
+    assert deca_bad.state == "invalid" and deca_kit.state == "ok"
+    assert deca_absent.state == "missing" and "flame.is.tue.mpg.de" in deca_absent.origin
+    assert check_assets(None, None, "resnet", None, "dlib")[2].state == "invalid"
+
+
+def test_cli_merges_config_overlays(kit, run_cli, tmp_path, capsys):
+    import yaml
+
+    base = tmp_path / "config.yaml"
+    base.write_text(yaml.safe_dump({
+        "assets": {"flame_model": str(tmp_path / "kit/flame/generic_model.pkl"),
+                   "landmark_embedding": str(tmp_path / "kit/flame/landmark_embedding.npy")},
+        "kit": {"dir": str(tmp_path / "kit"), "seed": 0},
+        "encoder": {"kind": "builtin", "weights": str(tmp_path / "enc/builtin.pt")},
+        "landmarks": {"backend": "dlib"}}))
+    assert run_cli("assets", "check", "--config", base) == 0
+    err = capsys.readouterr().err
+    assert "will be built by the workflow" in err and "will be pre-trained by the workflow" in err
+    overlay = tmp_path / "mine.yaml"  # real files of one's own: the overlay wins key by key
+    overlay.write_text(yaml.safe_dump({"assets": {"flame_model": str(kit / "generic_model.pkl")},
+                                       "encoder": {"kind": "deca", "weights": str(tmp_path / "deca_model.tar")}}))
+    assert run_cli("assets", "check", "--config", base, overlay) == 2
+    err = capsys.readouterr().err
+    assert "flame_model            ok" in err and "encoder (deca)         missing" in err
+    assert "landmark_embedding     workflow" in err  # kept from the base config
+    assert run_cli("assets", "check", "--config", tmp_path / "nope.yaml") == 2
