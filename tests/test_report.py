@@ -152,7 +152,7 @@ def test_frame_camera_matches_crop_ndc_chain():
     torch.testing.assert_close(dx, cam[:, 0] * 224 / (2 * k) * (points[:, 1, 0] - points[:, 0, 0]))
 
 
-def _overlay_fit(tmp_path, views, n_f=5, size=(96, 128)):
+def _overlay_fit(tmp_path, views, n_f=5, size=(96, 128), detected=None):
     rng = np.random.default_rng(0)
     n_v = len(views)
     center = torch.tensor([[64.0, 48.0]], dtype=torch.float64).expand(n_f * n_v, -1)
@@ -162,7 +162,8 @@ def _overlay_fit(tmp_path, views, n_f=5, size=(96, 128)):
         expression=rng.normal(size=(n_f, n_v, 50)) * 0.1, global_pose=np.zeros((n_f, n_v, 3)),
         pose=np.zeros((n_f, n_v, 12)), cam=np.tile([8.0, 0.0, 0.0], (n_f, n_v, 1)), crop_transforms=T.numpy(),
         landmarks=np.full((n_f, n_v, 68, 2), 60.0), landmarks_pred=np.full((n_f, n_v, 68, 2), 40.0),
-        detected=np.ones((n_f, n_v), bool), losses={"total": np.linspace(2, 1, 10), "l2d": np.linspace(1, .5, 10)})
+        detected=np.ones((n_f, n_v), bool) if detected is None else detected,
+        losses={"total": np.linspace(2, 1, 10), "l2d": np.linspace(1, .5, 10)})
     frames = make_frames(tmp_path / "frames.h5", views, n=n_f + 2, size=size)
     return fit, frames
 
@@ -179,6 +180,60 @@ def test_overlay_render_places_the_mesh(tmp_path):
     assert centre[2] > centre[0]
     corner = video[0, 2, 2].astype(int)
     assert corner[2] < 10  # background (no blue channel in the test frames)
+
+
+def test_overlay_marks_frames_without_a_detection(tmp_path):
+    from neuface.flame import FlameLayer
+    from neuface.report.overlay import NO_DETECTION_COLOR, mark_frames
+
+    detected = np.ones((5, 2), bool)
+    detected[2, 1] = False  # view 1 of frame 2: no face found
+    detected[4, :] = False
+    fit, frames = _overlay_fit(tmp_path, ["front", "left_60"], detected=detected)
+    flame = FlameLayer(*tiny_flame(), n_shape=100, n_exp=50)
+    video = render_overlay(fit, frames, flame, tile=64)
+    assert video.shape == (5, 48, 128, 3)  # two 48x64 tiles side by side
+    magenta = np.array(NO_DETECTION_COLOR) * 255
+
+    def framed(frame, tile):
+        edge = video[frame, :, tile * 64: (tile + 1) * 64][[0, -1]].reshape(-1, 3).astype(float)
+        return bool(np.all(np.abs(edge - magenta) < 40))
+
+    assert [framed(f, 0) for f in range(5)] == [False, False, False, False, True]
+    assert [framed(f, 1) for f in range(5)] == [False, False, True, False, True]
+    img = torch.zeros(3, 3, 10, 12)
+    out = mark_frames(img, torch.tensor([False, True, False]), width=2)
+    assert out[0].abs().sum() == 0 and out[2].abs().sum() == 0 and torch.equal(img, torch.zeros(3, 3, 10, 12))
+    assert (out[1, :, :2] == torch.tensor(NO_DETECTION_COLOR)[:, None, None]).all()
+    assert out[1, :, 2:-2, 2:-2].abs().sum() == 0
+
+
+def test_render_overlay_command(tmp_path):
+    from neuface.cli import main
+
+    def _render(*argv) -> int:
+        return main(["render", "overlay", *map(str, argv)])
+
+    detected = np.ones((4, 1), bool)
+    detected[1] = False
+    fit, frames = _overlay_fit(tmp_path, ["front"], n_f=4, detected=detected)
+    flame_args = tiny_flame_files(tmp_path / "model")
+    out = tmp_path / "ov" / "seq.mp4"
+    assert _render("--fit", fit, "--frames", frames, *flame_args, "--out", out,
+                "--size", 64, "--max-frames", 3) == 0
+    with av.open(str(out)) as container:
+        decoded = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+    assert len(decoded) == 3 and decoded[0].shape == (48, 64, 3)
+    assert decoded[1][0, 32, 0] > 200 and decoded[1][0, 32, 1] < 60  # magenta top edge on the undetected frame
+    assert _render("--fit", fit, "--frames", frames, *flame_args, "--out", tmp_path / "all.mp4",
+                "--size", 64) == 0
+    with av.open(str(tmp_path / "all.mp4")) as container:
+        assert sum(1 for _ in container.decode(video=0)) == 4
+    failed = write_fit_file(tmp_path / "bad.h5", sequence="bad", annotator="neuface", views=["front"],
+                            shape=np.zeros(100), expression=np.zeros((2, 1, 50)), global_pose=np.zeros((2, 1, 3)),
+                            pose=np.zeros((2, 1, 12)), status=StageStatus.failed("bad", "fit", "diverged"))
+    assert _render("--fit", failed, "--frames", frames, *flame_args, "--out", tmp_path / "x.mp4") == 2
+    assert not (tmp_path / "x.mp4").exists()
 
 
 def test_report_cli_with_overlay_and_losses(tmp_path, metric_files):

@@ -33,11 +33,13 @@ from neuface.metrics.fitfile import read_fit_arrays
 
 log = logging.getLogger(__name__)
 
-__all__ = ["FrameCamera", "tile_transform", "render_overlay", "write_overlay_video"]
+__all__ = ["FrameCamera", "mark_frames", "tile_transform", "render_overlay", "write_overlay_video"]
 
 MESH_COLOR = (0.55, 0.75, 0.95)
 DETECTED_COLOR = (0.1, 0.95, 0.1)
 PREDICTED_COLOR = (0.95, 0.15, 0.1)
+#: Border of a tile whose frame had no detection (the mesh there is interpolated / unconstrained by landmarks).
+NO_DETECTION_COLOR = (1.0, 0.0, 1.0)
 
 
 @dataclass
@@ -80,6 +82,22 @@ def _resize(frames: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
     return F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True).clamp(0, 1)
 
 
+def mark_frames(images: torch.Tensor, which: torch.Tensor, color: tuple[float, float, float] = NO_DETECTION_COLOR,
+                width: int = 3) -> torch.Tensor:
+    """(B, 3, H, W) images with a ``width``-pixel border of ``color`` on the frames where ``which`` (B,) is True."""
+    out = images.clone()
+    if not bool(which.any()):
+        return out
+    h, w = images.shape[-2:]
+    width = max(1, min(width, h // 2, w // 2))
+    border = torch.zeros((h, w), dtype=torch.bool, device=images.device)
+    border[:width], border[-width:], border[:, :width], border[:, -width:] = True, True, True, True
+    paint = torch.as_tensor(color, dtype=images.dtype, device=images.device)[:, None, None]
+    sel = which.to(images.device)
+    out[sel] = torch.where(border, paint, out[sel])
+    return out
+
+
 def _render_chunk(fit: dict, flame, j: int, start: int, stop: int, bg: torch.Tensor, gv: float, crop_size: int,
                   alpha: float, tile: int) -> torch.Tensor:
     """(B, 3, h, w) background frames of view ``j`` → the same with mesh and landmarks drawn."""
@@ -106,13 +124,16 @@ def _render_chunk(fit: dict, flame, j: int, start: int, stop: int, bg: torch.Ten
                 pts = torch.as_tensor(fit[key][start:stop, j], dtype=torch.float64)
                 img = draw_landmarks(img, apply_transform(pts, gmat).to(dtype), color=color,
                                      radius=max(1.0, tile / 160))
+        if "detected" in fit:  # no face found in this frame: the mesh is not anchored by its landmarks
+            missing = torch.from_numpy(~np.asarray(fit["detected"][start:stop, j], dtype=bool))
+            img = mark_frames(img, missing, width=max(2, round(tile / 64)))
     return img
 
 
 def render_overlay(fit_path: str | os.PathLike, frames_path: str | os.PathLike, flame, tile: int = 256,
                    alpha: float = 0.6, max_frames: int | None = None, chunk: int = 16) -> np.ndarray:
     """Tiled overlay frames of a fit: per view the frame with the mesh blended in, detections (green) and the
-    fit's projected landmarks (red).
+    fit's projected landmarks (red); a tile whose frame had no detection gets a magenta border.
 
     Args:
         fit_path: ok fit file (needs ``cam`` and ``crop_transforms``).
