@@ -49,14 +49,16 @@ test: $(STAMP)
 	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 \
 		$(BIN)/python -m pytest -n $(CORES) -m "not cuda" $(PYTEST_ARGS)
 
+# The summary runs whatever snakemake's outcome and ends with its verdict (complete / failed sequences /
+# incomplete); make's exit status stays snakemake's.
 demo: $(STAMP)
-	$(BIN)/snakemake --profile profiles/local --cores $(CORES)
-	@$(BIN)/neuface summary results
+	$(BIN)/snakemake --profile profiles/local --cores $(CORES); rc=$$?; \
+		$(BIN)/neuface summary results --snakemake-exit $$rc; exit $$rc
 
 benchmark: $(STAMP)
 	$(BIN)/snakemake --profile profiles/local --cores $(CORES) \
-		--configfile config/config.yaml config/benchmark/config.yaml
-	@$(BIN)/neuface summary results/benchmark
+		--configfile config/config.yaml config/benchmark/config.yaml; rc=$$?; \
+		$(BIN)/neuface summary results/benchmark --snakemake-exit $$rc; exit $$rc
 
 # bench_dag (dry-run DAG construction at 1k/10k/100k sequences) takes ~30 min: `make bench-dag`.
 bench: $(STAMP)

@@ -78,3 +78,62 @@ def test_building_the_command_line_imports_no_torch():
            "for m in sys.modules} & {'torch', 'roma', 'cv2', 'dlib'}))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def _fake_run(root, rejected=None):
+    """A results tree of a finished run: 2 sequences, annotator neuface, split train."""
+    from neuface.dataset.filter import FilterRecord, FilterThresholds, write_manifest
+
+    for rel in ("frames/{s}.h5", "landmarks/{s}.h5", "crops/{s}.h5", "fits/neuface/{s}.h5",
+                "metrics/neuface/{s}.json"):
+        for seq in ("a", "b"):
+            (root / rel.format(s=seq)).parent.mkdir(parents=True, exist_ok=True)
+            (root / rel.format(s=seq)).write_bytes(b"x")
+    recs = [FilterRecord("a", "train", "neuface", "accepted", warnings=["missing_views:left"])]
+    recs.append(FilterRecord("b", "train", "neuface", "rejected", [rejected]) if rejected
+                else FilterRecord("b", "train", "neuface", "accepted"))
+    write_manifest(recs, root / "filter" / "neuface.tsv", FilterThresholds(), annotator="neuface")
+    (root / "dataset" / "neuface").mkdir(parents=True)
+    (root / "dataset" / "neuface" / "train.h5").write_bytes(b"x")
+    (root / "report").mkdir()
+    (root / "report" / "index.md").write_text("# report\n")
+
+
+def _verdict(capsys, *argv):
+    assert main(["summary", *map(str, argv)]) == 0  # make demo keeps its exit status: summary always exits 0
+    lines = capsys.readouterr().err.splitlines()
+    banner = [i for i, line in enumerate(lines) if line.endswith("=" * 40)]
+    assert len(banner) == 2 and banner[1] == banner[0] + 2 == len(lines) - 1, lines  # the verdict comes last
+    return lines[banner[0] + 1].split(": ", 1)[1], "\n".join(lines)
+
+
+def test_summary_ends_with_a_verdict(tmp_path, capsys):
+    _fake_run(tmp_path / "ok")
+    headline, text = _verdict(capsys, tmp_path / "ok")
+    assert headline.startswith("ALL STAGES COMPLETE: 2 sequence(s)") and "INFO" in text.splitlines()[-2]
+    assert "neuface: 2 sequence(s): 2 accepted, 0 rejected by the filter, 0 failed; 1 with partial-input" in text
+
+    _fake_run(tmp_path / "quality", rejected="shape norm 1.3 > 1")  # a quality rejection is not a failure
+    headline, text = _verdict(capsys, tmp_path / "quality")
+    assert headline.startswith("ALL STAGES COMPLETE") and "1 rejected by the filter" in text
+
+    _fake_run(tmp_path / "failed", rejected="upstream fit: upstream frames: video file not found: b.mp4")
+    headline, text = _verdict(capsys, tmp_path / "failed")
+    assert headline.startswith("RUN COMPLETE, BUT 1 of 2 SEQUENCE(S) FAILED: b")
+    assert "WARNING" in text.splitlines()[-2]
+    assert "FAILED b [neuface]: upstream fit: upstream frames: video file not found" in text
+
+    (tmp_path / "ok" / "metrics" / "neuface" / "b.json").unlink()
+    headline, text = _verdict(capsys, tmp_path / "ok")
+    assert headline.startswith("RUN INCOMPLETE") and "metrics/neuface: 1 of 2 sequence output(s) missing (b)" in text
+    _fake_run(tmp_path / "crashed")
+    headline, _ = _verdict(capsys, tmp_path / "crashed", "--snakemake-exit", 1)
+    assert headline.startswith("RUN INCOMPLETE") and "snakemake exited with status 1" in headline
+    (tmp_path / "crashed" / "report" / "index.md").unlink()
+    (tmp_path / "crashed" / "dataset" / "neuface" / "train.h5").unlink()
+    _, text = _verdict(capsys, tmp_path / "crashed")
+    assert "dataset/neuface: split file(s) missing: train" in text and "report/index.md missing" in text
+    (tmp_path / "early" / "frames").mkdir(parents=True)  # --until frames: the later stages are not there
+    (tmp_path / "early" / "frames" / "a.h5").write_bytes(b"x")
+    headline, text = _verdict(capsys, tmp_path / "early")
+    assert headline.startswith("RUN INCOMPLETE") and "landmarks: 1 of 1" in text and "filter: no manifest" in text

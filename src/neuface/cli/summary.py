@@ -1,4 +1,5 @@
-"""``neuface summary RESULTS``: what a workflow run produced, stage by stage (used at the end of make demo)."""
+"""``neuface summary RESULTS``: what a workflow run produced, stage by stage, and the verdict — complete, complete
+with failed sequences, or incomplete (used at the end of make demo; it exits 0 whatever the verdict)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,9 @@ _SKIP_DIRS = {"logs", "benchmarks"}
 def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser("summary", help="list the outputs of a workflow run by stage")
     parser.add_argument("results", help="the workflow's results directory")
+    parser.add_argument("--snakemake-exit", type=int, default=None, metavar="CODE",
+                        help="snakemake's exit status, when the caller has it (make demo): non-zero makes the run "
+                        "incomplete")
     parser.set_defaults(func=_summary)
 
 
@@ -41,7 +45,24 @@ def _summary(args: argparse.Namespace) -> int:
         log.info("  %-12s %d file(s), e.g. %s", stage, len(files), files[0])
     _shard_summary(results / "shards")
     log.info("logs: %s   benchmarks: %s", results / "logs", results / "benchmarks")
+    _print_verdict(results, args.snakemake_exit)
     return 0
+
+
+def _print_verdict(results: Path, snakemake_exit: int | None) -> None:
+    """The verdict last, framed, at WARNING level unless everything is complete (exit status stays 0)."""
+    from neuface.run_verdict import COMPLETE, run_verdict
+
+    verdict = run_verdict(results, snakemake_exit)
+    level = logging.INFO if verdict.state == COMPLETE else logging.WARNING
+    for line in verdict.lines:
+        log.log(logging.WARNING if line.startswith(("FAILED", "...")) else logging.INFO, "  %s", line)
+    for problem in verdict.problems:
+        log.warning("  incomplete: %s", problem)
+    rule = "=" * min(100, max(40, len(verdict.headline)))
+    log.log(level, "%s", rule)
+    log.log(level, "%s", verdict.headline)
+    log.log(level, "%s", rule)
 
 
 def _shard_summary(shards_dir: Path, shown: int = 5) -> None:
