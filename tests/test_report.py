@@ -82,12 +82,15 @@ def test_tables_have_the_right_numbers(tmp_path, metric_files):
     md = (out / "table2.md").read_text()
     assert "**0.300**" in md and "| regress |" in md and "**2.190**" in md and "4.780" in md
     assert "regress/MEAD: 1 ok, 1 failed" in md
+    assert "**0.300** ± 0.100 |" in md  # mean ± std over the two MEAD sequences; one sequence: no ±
+    assert "| 0.010 |" in md
     header = md.splitlines()[2]
     assert header.index("VoxCeleb2 NME ↓") < header.index("VoxCeleb2 NME-eye ↓")
     assert header.index("VoxCeleb2 MPVE ↓") < header.index("VoxCeleb2 MPVE-unaligned ↓")
     tex = (out / "table2.tex").read_text()
     assert r"\multicolumn{5}{c}{MEAD}" in tex and r"NeuFace\_D" in tex and r"\textbf{0.300}" in tex
     assert r"\textbf{1.500}" in tex and "3.250" in tex and r"\toprule" in tex
+    assert r"\textbf{0.300} $\pm$ 0.100" in tex
     assert r"\textbf{3.000}" in tex  # unaligned MPVE: regress is best there
     pv = pd.read_csv(out / "per_view.csv")
     assert list(pv.columns) == ["annotator", "dataset", "view", "metric", "mean", "std", "median", "n"]

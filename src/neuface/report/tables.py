@@ -155,15 +155,17 @@ def format_value(x: float) -> str:
     return f"{x:.3f}"
 
 
-def _wide(long: pd.DataFrame, rows: Sequence[str]) -> tuple[list[tuple[str, str]], dict]:
-    """Columns (dataset, metric) that have at least one value, and values[(row, dataset, metric)]."""
+def _wide(long: pd.DataFrame, rows: Sequence[str]) -> tuple[list[tuple[str, str]], dict, dict]:
+    """Columns (dataset, metric) that have at least one value, values[(row, dataset, metric)] (means) and the
+    standard deviations over sequences where a cell averages more than one sequence."""
     values = {(r.annotator, r.dataset, r.metric): r.mean for r in long.itertuples()}
+    spread = {(r.annotator, r.dataset, r.metric): r.std for r in long.itertuples() if r.n > 1}
     datasets = list(dict.fromkeys(long["dataset"]))
     order = {d: i for i, d in enumerate(["mead", "voxceleb2", "celebvhq", "synth_mead", "synth_mono"])}
     datasets.sort(key=lambda d: (order.get(d, 99), d))
     cols = [(d, m) for d in datasets for m in METRICS
             if any(math.isfinite(values.get((a, d, m), math.nan)) for a in rows)]
-    return cols, values
+    return cols, values, spread
 
 
 def _best(values: dict, rows: Sequence[str], col: tuple[str, str]) -> float | None:
@@ -180,7 +182,7 @@ def write_table(long: pd.DataFrame, rows: Sequence[str], out_stem: str | os.Path
     labels = labels or {}
     rows = [r for r in rows if r in set(long["annotator"])]
     long = long[long["annotator"].isin(rows)]
-    cols, values = _wide(long, rows)
+    cols, values, spread = _wide(long, rows)
     stem = Path(out_stem)
     paths = {k: stem.with_name(stem.name + suffix) for k, suffix in
              (("csv", ".csv"), ("long", "_long.csv"), ("md", ".md"), ("tex", ".tex"))}
@@ -191,10 +193,12 @@ def write_table(long: pd.DataFrame, rows: Sequence[str], out_stem: str | os.Path
             frame.to_csv(tmp, index=False, float_format="%.6g")
     best = {c: _best(values, rows, c) for c in cols}
 
-    def cell(a: str, c: tuple[str, str], bold: str) -> str:
+    def cell(a: str, c: tuple[str, str], bold: str, pm: str = " ± ") -> str:
         v = values.get((a, *c), math.nan)
         text = format_value(v)
-        return bold.format(text) if best[c] is not None and math.isfinite(v) and v == best[c] else text
+        text = bold.format(text) if best[c] is not None and math.isfinite(v) and v == best[c] else text
+        std = spread.get((a, *c), math.nan)
+        return f"{text}{pm}{format_value(std)}" if math.isfinite(v) and math.isfinite(std) else text
 
     md = [f"{caption}\n" if caption else ""]
     md.append("| Annotator | " + " | ".join(f"{dataset_label(d)} {METRICS[m][0]}" for d, m in cols) + " |")
@@ -216,7 +220,8 @@ def write_table(long: pd.DataFrame, rows: Sequence[str], out_stem: str | os.Path
     tex += [" & ".join(head) + r" \\", " ".join(rules),
             "Annotator & " + " & ".join(METRICS[m][1] for _, m in cols) + r" \\", r"\midrule"]
     for a in rows:
-        tex.append(_tex(labels.get(a, a)) + " & " + " & ".join(cell(a, c, r"\textbf{{{}}}") for c in cols) + r" \\")
+        cells = " & ".join(cell(a, c, r"\textbf{{{}}}", r" $\pm$ ") for c in cols)
+        tex.append(_tex(labels.get(a, a)) + " & " + cells + r" \\")
     tex += [r"\bottomrule", r"\end{tabular}"]
     with atomic_path(paths["tex"], suffix=".tex") as tmp:
         tmp.write_text("\n".join(tex).replace("–", "--") + "\n")
