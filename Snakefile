@@ -39,3 +39,11 @@ rule all:
     input:
         all_targets(),
     default_target: True
+
+
+# Last, once every rule exists: no job asks for more memory or time than scale.max_mem_mb / scale.max_runtime_min,
+# however the profile's requests grow with `attempt` on retries.
+cap_resources(
+    workflow.rules,
+    {"mem_mb": config["scale"]["max_mem_mb"], "runtime": config["scale"]["max_runtime_min"]},
+)

@@ -138,9 +138,30 @@ def metrics_inputs(wildcards):
     return inputs
 
 
+# ---- devices and GPU requests of the GPU-capable stages (docs/hpc.md, "GPUs")
+# cluster_device (profiles/slurm: auto) replaces the stages' own device keys in cluster runs. The device is a param
+# of these rules and `auto` is resolved by the job itself (cuda when it sees a GPU, else cpu), never here: the
+# submit host that parses this file usually has no GPU.
+CLUSTER_DEVICE = config.get("cluster_device")
+
+
+def stage_device(device):
+    """Device of a GPU-capable stage: cluster_device when set, else the stage's own key."""
+    return CLUSTER_DEVICE if CLUSTER_DEVICE is not None else device
+
+
+FIT_DEVICE = stage_device(config["fitting"]["device"])
+PRETRAIN_DEVICE = stage_device(config["encoder"]["pretrain"]["device"])
+# landmarks: only FAN runs on a GPU (dlib never does; `auto` picks FAN only when its weights are cached).
+LANDMARKS_DEVICE = (stage_device(config["landmarks"]["device"]) if config["landmarks"]["backend"] == "fan"
+                    else config["landmarks"]["device"])
+
+
 def gpu_if(device):
-    """Resource value: 1 GPU when the stage runs on CUDA, else none."""
-    return 1 if str(device).startswith("cuda") else 0
+    """Resource value: 1 GPU when the stage runs on `cuda[:N]` or on `auto` (a job can only see a GPU it asked
+    for), else none."""
+    device = str(device)
+    return 1 if device == "auto" or device.startswith("cuda") else 0
 
 
 def all_targets():
@@ -198,3 +219,33 @@ def shard_marker(stage, per_annotator=False):
         sub = f"{wildcards.annotator}/" if per_annotator else ""
         return f"{RESULTS}/shards/{stage}/{sub}{wildcards.shard}.tsv"
     return marker
+
+
+# ---- caps on requested resources (config scale.max_mem_mb / scale.max_runtime_min)
+def cap_resources(rules, caps):
+    """Cut every rule's `mem_mb` / `runtime` request to `caps` (resource -> maximum) on every attempt.
+
+    The requests come from the profile (`default-resources`, `set-resources`, e.g. `mem_mb=4000 * 2 ** (attempt - 1)`)
+    or from the rules themselves, and grow on each retry; Snakemake has no per-job ceiling of its own other than the
+    `--resources` totals. Call this once all rules exist. It wraps each one's final resource (Snakemake merges the
+    defaults, the rule's own resources and `--set-resources` when it defines a rule). Values that are not numbers
+    yet (`<TBD>`, an input size not known before the input exists) are left alone.
+    """
+    from snakemake.resources import Resource
+
+    def capped(resource, cap):
+        def evaluate(wildcards, **aux):
+            value = resource.evaluate(wildcards, **aux)
+            value = value.value if isinstance(value, Resource) else value
+            return min(value, cap) if isinstance(value, (int, float)) and not isinstance(value, bool) else value
+        return Resource(resource.name, evaluate, raw=resource.raw)
+
+    for rule_ in rules:
+        for name, cap in caps.items():
+            if name not in rule_.resources:  # mem_mb: also set as `mem` or `mem_mib` (Snakemake stores mem_mb)
+                continue
+            resource = rule_.resources[name]
+            if resource.is_evaluable():
+                rule_.resources[name] = capped(resource, cap)
+            elif isinstance(resource.value, int) and resource.value > cap:
+                rule_.resources[name] = Resource(name, cap)

@@ -11,13 +11,13 @@ if config["encoder"]["kind"] == "builtin":
             config["encoder"]["weights"],
         params:
             options=cli_options_of(
-                config["encoder"]["pretrain"],
+                {**config["encoder"]["pretrain"], "device": PRETRAIN_DEVICE},
                 {"steps": "--steps", "batch_size": "--batch-size", "pool_size": "--pool-size", "lr": "--lr",
                  "seed": "--seed",
                  "device": "--device"},
             ),
         resources:
-            gpu=gpu_if(config["encoder"]["pretrain"]["device"]),
+            gpu=gpu_if(PRETRAIN_DEVICE),
         conda:
             CONDA_ENV
         log:

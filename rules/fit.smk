@@ -1,5 +1,6 @@
 # Fitting: one job per (annotator, sequence). Annotators are wildcard values (neuface, regress, flamefit and
-# named variants), so one DAG builds them side by side. GPU rule: requests one GPU when fitting.device is cuda.
+# named variants), so one DAG builds them side by side. GPU rule: requests one GPU when its device (fitting.device,
+# or cluster_device in cluster runs: profiles/slurm sets auto) is cuda or auto; the job resolves auto itself.
 
 
 rule fit:
@@ -14,10 +15,10 @@ rule fit:
     params:
         settings=lambda wildcards: annotator_settings_json(wildcards.annotator),
         encoder=config["encoder"]["kind"],
-        device=config["fitting"]["device"],
+        device=FIT_DEVICE,
         checkpoint=lambda wildcards: f"{RESULTS}/checkpoints/{wildcards.annotator}/{wildcards.sequence}.pt",
     resources:
-        gpu=gpu_if(config["fitting"]["device"]),
+        gpu=gpu_if(FIT_DEVICE),
     conda:
         CONDA_ENV
     log:

@@ -10,13 +10,13 @@ if not BENCHMARK:  # the synthetic benchmark replaces detection by ground truth 
         output:
             f"{RESULTS}/landmarks/{{sequence}}.h5",
         params:
-            options=cli_options(
-                "landmarks",
+            options=cli_options_of(
+                {**config["landmarks"], "device": LANDMARKS_DEVICE},
                 {"backend": "--backend", "device": "--device", "batch_size": "--batch-size",
                  "min_score": "--min-score", "det_size": "--det-size"},
             ),
         resources:
-            gpu=gpu_if(config["landmarks"]["device"]),
+            gpu=gpu_if(LANDMARKS_DEVICE),
         conda:
             CONDA_ENV
         log:

@@ -53,7 +53,7 @@ if not BENCHMARK:
             options=rules.landmarks.params.options,
         resources:
             runtime=shard_runtime("landmarks"),
-            gpu=gpu_if(config["landmarks"]["device"]),
+            gpu=gpu_if(LANDMARKS_DEVICE),
         conda:
             CONDA_ENV
         log:
@@ -104,11 +104,11 @@ rule fit_shard:
         checkpoint=CHECKPOINT_OF,
         settings=rules.fit.params.settings,
         encoder=config["encoder"]["kind"],
-        device=config["fitting"]["device"],
+        device=FIT_DEVICE,
     resources:
         runtime=shard_runtime("fit"),
         mem_mb=lambda wildcards, attempt: 16000 * 2 ** (attempt - 1),
-        gpu=gpu_if(config["fitting"]["device"]),
+        gpu=gpu_if(FIT_DEVICE),
     conda:
         CONDA_ENV
     log:

@@ -26,10 +26,11 @@ def annotator_settings(config: Mapping[str, Any], annotator: str) -> dict[str, A
 
 def fit_overrides(config: Mapping[str, Any], annotator: str) -> dict[str, Any]:
     """What ``neuface fit`` passes to ``resolve_annotator``: :func:`annotator_settings` and the rule's
-    ``--encoder``, ``--encoder-weights`` and ``--device`` (which override the settings)."""
+    ``--encoder``, ``--encoder-weights`` and ``--device`` (which override the settings; the device is
+    ``cluster_device`` when set, as in rules/common.smk)."""
     overrides = annotator_settings(config, annotator)
-    overrides.update(encoder=config["encoder"]["kind"], encoder_weights=config["encoder"]["weights"],
-                     device=config["fitting"]["device"])
+    device = config.get("cluster_device") or config["fitting"]["device"]
+    overrides.update(encoder=config["encoder"]["kind"], encoder_weights=config["encoder"]["weights"], device=device)
     return overrides
 
 

@@ -1,4 +1,5 @@
-"""argparse ``type=`` converters shared by the subcommands (errors become argparse's usage message)."""
+"""argparse ``type=`` converters shared by the subcommands (errors become argparse's usage message), and the
+resolution of ``--device auto``."""
 
 from __future__ import annotations
 
@@ -26,3 +27,16 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
     return value
+
+
+def resolve_device_name(name: str) -> str:
+    """``auto`` -> ``'cuda'`` when this process sees a CUDA device, else ``'cpu'``; other names unchanged.
+
+    Called by the command itself, i.e. inside the (cluster) job: the workflow passes ``auto`` through unresolved,
+    because the host that plans the workflow usually has no GPU while the job's node may have one.
+    """
+    if name != "auto":
+        return name
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"

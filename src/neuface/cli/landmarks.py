@@ -11,6 +11,7 @@ import argparse
 import functools
 import logging
 
+from neuface.cli.argtypes import resolve_device_name
 from neuface.landmarks.backends import BACKENDS, make_backend
 from neuface.landmarks.extract import detect_sequence
 from neuface.status import read_status, write_status
@@ -28,7 +29,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--backend", choices=BACKENDS, default="auto",
                         help="fan (face-alignment; weights in $TORCH_HOME/hub/checkpoints), dlib (offline), "
                              "auto: fan if its weights are there, else dlib (default)")
-    parser.add_argument("--device", default="cpu", help="cpu or cuda[:N] (fan only)")
+    parser.add_argument("--device", default="cpu",
+                        help="cpu, cuda[:N] or auto (cuda if this process sees a GPU, else cpu); fan only")
     parser.add_argument("--batch-size", type=int, default=16, help="frames per detector/FAN batch (16)")
     parser.add_argument("--min-score", type=float, default=None,
                         help="face detection threshold (fan: S3FD probability, default 0.5; dlib: HOG score, "
@@ -42,7 +44,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _landmarks(args: argparse.Namespace) -> int:
     upstream = read_status(args.frames)
     if upstream.ok:
-        backend = _backend(args.backend, args.device, args.min_score, args.batch_size, args.det_size)
+        device = resolve_device_name(args.device)
+        backend = _backend(args.backend, device, args.min_score, args.batch_size, args.det_size)
     else:
         backend = _NoBackend(args.backend)  # nothing to compute: do not load (or require) any weights
     status = detect_sequence(args.frames, args.out, backend, batch_size=args.batch_size)
