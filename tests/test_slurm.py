@@ -9,12 +9,15 @@ installation.
 from __future__ import annotations
 
 import importlib.util
+import logging
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -67,12 +70,26 @@ def group_jobs(output: str) -> list[str]:
     return re.findall(r"Group job (\S+) \(jobs in lexicogr\. order\)", output)
 
 
+def planned_jobs(output: str) -> list[dict[str, str]]:
+    """The jobs of a dry run: rule, resources (name -> value) and shell command of each."""
+    jobs = []
+    for block in re.split(r"^\s*(?:local)?rule (?=\w+:$)", output, flags=re.MULTILINE)[1:]:
+        rule = block.split(":", 1)[0]
+        res = re.search(r"^\s*resources: (.*)$", block, flags=re.MULTILINE)
+        shell = re.search(r"^Shell command: (.*)$", block, flags=re.MULTILINE)
+        resources = dict(item.split("=", 1) for item in res.group(1).split(", ")) if res else {}
+        jobs.append({"rule": rule, "resources": resources, "shell": shell.group(1) if shell else ""})
+    return jobs
+
+
 # ------------------------------------------------------------------------------------------------ profile
 def test_slurm_profile_settings():
     cfg = profile_settings()
     assert cfg["executor"] == "slurm"
     assert cfg["retries"] >= 1 and cfg["jobs"] >= 1 and cfg["latency-wait"] >= 10
-    assert cfg["slurm-status-command"] in ("sacct", "squeue")
+    # squeue, not sacct: plugin 2.8 waits forever for a job that sacct reports as "CANCELLED by <uid>" (scancel)
+    assert cfg["slurm-status-command"] == "squeue"
+    assert "cluster_device=auto" in cfg["config"]  # GPU rules ask for a GPU; the job resolves the device
     assert cfg["slurm-keep-successful-logs"] is True
     assert set(cfg["rerun-triggers"]) >= {"mtime", "params", "input", "code"}
     defaults = dict(item.split("=", 1) for item in cfg["default-resources"])
@@ -83,6 +100,12 @@ def test_slurm_profile_settings():
         grow = [eval(defaults[name], {"attempt": a}) for a in (1, 2, 3)]  # noqa: S307 - our own profile
         assert grow[0] > 0 and grow[0] < grow[1] < grow[2], (name, grow)
     assert "gpu=local" in cfg["set-resource-scopes"]  # the group cap must not throttle the whole cluster
+    # a failed member of a group job makes Snakemake delete every member's outputs: fits are in no group
+    grouped = {item.split("=", 1)[0] for item in cfg["groups"]}
+    assert not {"fit", "fit_shard"} & grouped, grouped
+    # group jobs ask for at most the profile's mem_mb total; it must not exceed the config's per-job cap
+    shipped = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    assert int(dict(r.split("=") for r in cfg["resources"])["mem_mb"]) <= shipped["scale"]["max_mem_mb"]
 
 
 def test_local_profile_has_one_gpu():
@@ -101,6 +124,77 @@ def test_slurm_profile_dry_run_needs_no_cluster(workdir):
     assert not (workdir / "results").exists()
 
 
+def test_slurm_profile_gpu_rules_request_a_gpu(workdir):
+    """With the shipped config (fitting.device: cpu, for workstations) the slurm profile still makes every fit and
+    the encoder pre-training ask for one GPU, with --device auto (resolved inside the job); CPU rules ask none.
+    The local profile keeps the config's devices."""
+    shipped = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    assert shipped["fitting"]["device"] == "cpu" and shipped["cluster_device"] is None
+    proc = snakemake(workdir, "--profile", str(SLURM_PROFILE), "--configfile", "tiny.yaml", "-n")
+    jobs = planned_jobs(proc.stdout + proc.stderr)
+    fits = [j for j in jobs if j["rule"] == "fit"]
+    assert len(fits) == 9, [j["rule"] for j in jobs]  # 3 sequences x 3 annotators
+    for job in [*fits, *(j for j in jobs if j["rule"] == "encoder_pretrain")]:
+        assert job["resources"].get("gpu") == "1", job
+        assert "--device auto" in job["shell"], job
+    for job in jobs:
+        if job["rule"] in ("frames", "crops", "metrics", "kit_build", "demo_synth_mead"):
+            assert job["resources"].get("gpu", "0") == "0", job
+    # landmarks: backend auto (dlib unless FAN weights are cached) keeps its own device and asks for no GPU
+    assert all(j["resources"].get("gpu") == "0" for j in jobs if j["rule"] == "landmarks")
+
+    # opting out on the command line: CPU nodes, no GPU requested
+    proc = snakemake(workdir, "--profile", str(SLURM_PROFILE), "--configfile", "tiny.yaml", "-n",
+                     "--config", "cluster_device=cpu")
+    fits = [j for j in planned_jobs(proc.stdout + proc.stderr) if j["rule"] == "fit"]
+    assert fits and all(j["resources"]["gpu"] == "0" and "--device cpu" in j["shell"] for j in fits)
+
+    # the workstation profile is unchanged: the config's device, no GPU for a cpu fit
+    proc = snakemake(workdir, "--profile", str(LOCAL_PROFILE), "--configfile", "tiny.yaml", "-n")
+    fits = [j for j in planned_jobs(proc.stdout + proc.stderr) if j["rule"] == "fit"]
+    assert fits and all(j["resources"]["gpu"] == "0" and "--device cpu" in j["shell"] for j in fits)
+
+
+def test_auto_device_is_resolved_by_the_command(monkeypatch):
+    """`--device auto` (what GPU rules get on SLURM) is resolved where the command runs: cuda when torch sees a
+    device, else cpu; other names pass through. landmarks and encoder pretrain accept it like fit does."""
+    import torch
+
+    from neuface.cli import build_parser
+    from neuface.cli.argtypes import resolve_device_name
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_device_name("auto") == "cpu"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert resolve_device_name("auto") == "cuda"
+    assert resolve_device_name("cuda:1") == "cuda:1" and resolve_device_name("cpu") == "cpu"
+    parser = build_parser()
+    args = parser.parse_args(["landmarks", "--frames", "f.h5", "--out", "l.h5", "--device", "auto"])
+    assert args.device == "auto"
+    args = parser.parse_args(["encoder", "pretrain", "--flame", "m", "--embedding", "e", "--out", "o",
+                              "--device", "auto"])
+    assert args.device == "auto"
+
+
+def test_resource_requests_are_capped_by_the_config(workdir):
+    """scale.max_mem_mb / scale.max_runtime_min cut the profile's requests (default-resources, set-resources, the
+    rules' own) for every job; with the defaults, fit asks 16 GB / 10 min on its first attempt."""
+    proc = snakemake(workdir, "--profile", str(SLURM_PROFILE), "--configfile", "tiny.yaml", "-n")
+    jobs = planned_jobs(proc.stdout + proc.stderr)
+    fit = next(j for j in jobs if j["rule"] == "fit")["resources"]
+    assert (fit["mem_mb"], fit["runtime"]) == ("16000", "10"), fit
+    (workdir / "capped.yaml").write_text(yaml.safe_dump({**TINY, "scale": {"max_mem_mb": 8000,
+                                                                           "max_runtime_min": 7}}))
+    proc = snakemake(workdir, "--profile", str(SLURM_PROFILE), "--configfile", "capped.yaml", "-n")
+    jobs = planned_jobs(proc.stdout + proc.stderr)
+    assert jobs
+    for job in jobs:
+        assert int(job["resources"]["mem_mb"]) <= 8000 and int(job["resources"]["runtime"]) <= 7, job
+    fit = next(j for j in jobs if j["rule"] == "fit")["resources"]
+    assert (fit["mem_mb"], fit["runtime"]) == ("8000", "7"), fit
+    assert next(j for j in jobs if j["rule"] == "frames")["resources"]["runtime"] == "5"  # under the cap: kept
+
+
 def test_group_components_are_configurable(workdir):
     proc = snakemake(workdir, "--profile", str(SLURM_PROFILE), "--configfile", "tiny.yaml", "-n",
                      "--group-components", "prep=1")
@@ -109,12 +203,14 @@ def test_group_components_are_configurable(workdir):
 
 def test_sharded_dry_run_groups_each_shards_stages(workdir):
     """With scale.shard_size the slurm profile makes one front-end job per shard and one fit job per (annotator,
-    shard): 3 demo sequences in shards of 2 -> 2 prep_shard and 2 x 3 fitting_shard group jobs."""
+    shard): 3 demo sequences in shards of 2 -> 2 prep_shard group jobs; the 2 x 3 fit shards are single jobs."""
     (workdir / "sharded.yaml").write_text(yaml.safe_dump({**TINY, "scale": {"shard_size": 2}}))
     proc = snakemake(workdir, "--profile", str(SLURM_PROFILE), "--configfile", "sharded.yaml", "-n")
     groups = group_jobs(proc.stdout + proc.stderr)
-    assert groups.count("prep_shard") == 2 and groups.count("fitting_shard") == 6, groups
-    assert "rule frames:" not in proc.stdout and "rule fit_shard:" in proc.stdout
+    assert groups.count("prep_shard") == 2 and "fitting_shard" not in groups, groups
+    assert "rule frames:" not in proc.stdout
+    fit_shards = [j for j in planned_jobs(proc.stdout) if j["rule"] == "fit_shard"]
+    assert len(fit_shards) == 6 and all(j["resources"]["gpu"] == "1" for j in fit_shards)
 
 
 def test_local_profile_never_runs_two_gpu_jobs_at_once(workdir):
@@ -206,3 +302,80 @@ def test_demo_workflow_runs_on_slurm(slurm_cluster, workdir):
     # SLURM logs are kept for successful jobs too
     logs = workdir / ".snakemake/slurm_logs"
     assert list(logs.glob("group_prep*/**/*.log")) and list(logs.glob("rule_preview_head/**/*.log"))
+
+
+SCANCEL_SEQ = "vox2__id900__synth__00001"  # the demo's monocular clip: 6 frames
+# A fit slow enough to be cancelled while it runs (360 steps of ~0.06 s, a checkpoint after each), fast overall.
+SCANCEL = {**TINY, "encoder": {"pretrain": {"steps": 2, "batch_size": 2, "pool_size": 4}},
+           "fitting": {"annotators": ["neuface"],
+                       "common": {"n_passes": 120, "converge_tol": 0.0, "window_frames": 2, "checkpoint_every": 1,
+                                  "progress": False}},
+           "scale": {"max_mem_mb": 20000, "max_runtime_min": 15}}
+
+
+@pytest.mark.slow
+def test_scancel_of_a_running_fit_is_retried_and_resumes(slurm_cluster, workdir):
+    """`scancel` of a running fit job with the profile's own status command: the job is seen as failed, resubmitted
+    (with the retry's larger request, cut to scale.max_*), the fit resumes from its checkpoint, and the run ends
+    with rc 0 and the fit file. The fit asks for a GPU with the shipped fitting.device (cpu) and runs on the CPU
+    (the test cluster's GPU is fake: torch sees no CUDA, so `auto` resolves to cpu inside the job)."""
+    from neuface.status import read_status
+
+    (workdir / "scancel.yaml").write_text(yaml.safe_dump(SCANCEL))
+    cfg = profile_settings()
+    fit = workdir / f"results/fits/neuface/{SCANCEL_SEQ}.h5"
+    checkpoint = workdir / f"results/checkpoints/neuface/{SCANCEL_SEQ}.pt"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    cmd = ["timeout", "-s", "INT", "-k", "30", "540", sys.executable, "-m", "snakemake",
+           "--snakefile", str(REPO / "Snakefile"), str(fit.relative_to(workdir)),
+           "--profile", str(SLURM_PROFILE), "--configfile", "scancel.yaml",
+           "--slurm-init-seconds-before-status-checks", "2", "--seconds-between-status-checks", "2",
+           "--jobs", "4", "--verbose",
+           "--default-resources", *cfg["default-resources"], f"slurm_partition='{slurm_cluster.partition}'"]
+    log_path = workdir / "snakemake.out"
+    t0 = time.monotonic()
+    with open(log_path, "w") as out:
+        proc = subprocess.Popen(cmd, cwd=workdir, env=env, stdout=out, stderr=subprocess.STDOUT)
+        try:
+            # wait for the fit job to run and to have written a checkpoint, then cancel it
+            cancelled = None
+            while proc.poll() is None and time.monotonic() - t0 < 480:
+                running = [j for j in _scontrol_jobs() if j.get("Comment", "").startswith("rule_fit")
+                           and j.get("JobState") == "RUNNING"]
+                if running and checkpoint.exists():
+                    cancelled = running[0]["JobId"]
+                    subprocess.run(["scancel", cancelled], check=True, timeout=30)
+                    break
+                time.sleep(0.2)
+            t_cancel = time.monotonic() - t0
+            rc = proc.wait(timeout=max(10.0, 560 - (time.monotonic() - t0)))
+        finally:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGINT)
+                proc.wait(timeout=60)
+    log = log_path.read_text()
+    assert cancelled is not None, f"no running fit job was seen with a checkpoint:\n{log[-6000:]}"
+    assert rc == 0, f"snakemake rc {rc} after scancel of job {cancelled}:\n{log[-8000:]}"
+    logging.getLogger(__name__).info("fit job %s cancelled %.0f s in; run finished after %.0f s", cancelled,
+                                     t_cancel, time.monotonic() - t0)
+
+    # the cluster: the cancelled fit job, then a second one that completed
+    run_id = re.search(r"--job-name (\S+)", log).group(1)
+    fit_jobs = sorted((j for j in _scontrol_jobs() if j.get("JobName") == run_id
+                       and j.get("Comment", "").startswith("rule_fit")), key=lambda j: int(j["JobId"]))
+    assert [j["JobState"] for j in fit_jobs] == ["CANCELLED", "COMPLETED"], fit_jobs
+    assert fit_jobs[0]["JobId"] == cancelled
+    # snakemake saw the failure and retried; the retry asked for more, cut to the config's caps
+    assert f"SLURM-job '{cancelled}' failed, SLURM status is: 'CANCELLED'" in log
+    assert "Trying to restart job" in log
+    calls = [c for c in re.findall(r"sbatch call: (sbatch .*)", log) if "--comment rule_fit" in c]
+    assert len(calls) == 2, calls
+    assert all("--gpus=1" in c for c in calls), calls  # shipped fitting.device cpu -> still a GPU on SLURM
+    assert "--mem 16000 " in calls[0] and " -t 10 " in calls[0], calls[0]
+    assert "--mem 20000 " in calls[1] and " -t 15 " in calls[1], calls[1]  # 32000 / 20 min, capped
+    # the retried fit resumed from the checkpoint of the cancelled one, and finished
+    fit_log = (workdir / f"results/logs/fit/neuface/{SCANCEL_SEQ}.log").read_text()
+    assert "resuming from checkpoint" in fit_log, fit_log[-3000:]
+    assert read_status(fit).ok
+    assert not checkpoint.exists()  # removed after the successful fit
