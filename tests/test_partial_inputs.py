@@ -216,3 +216,20 @@ def test_version_2_manifests_are_read_with_empty_warnings(tmp_path):
     rows, _ = read_manifest(tmp_path / "v2.tsv")
     assert rows[0]["warnings"] == "" and rows[0]["status"] == "accepted"
     assert read_manifest(path)[0][0]["warnings"] == "missing_views:x"
+
+
+def test_a_view_without_any_face_is_a_dropped_view_from_the_crops_stage(tmp_path, carphone_path, run_cli):
+    class NoFaceInSmallFrames(BoxBackend):
+        def detect(self, frames):
+            return [np.zeros((0, 5)) for _ in frames] if frames.shape[2] < 100 else super().detect(frames)
+
+    small = _write_video(tmp_path / "small.mp4", 6, size=(64, 48))
+    sheet = _sheet(tmp_path, [("s", "front", carphone_path), ("s", "left", small)])
+    frames, lmk, crops = tmp_path / "f.h5", tmp_path / "l.h5", tmp_path / "c.h5"
+    assert run_cli("frames", "--sheet", sheet, "--sequence", "s", "--out", frames, "--max-frames", 6) == 0
+    assert detect_sequence(frames, lmk, NoFaceInSmallFrames()).ok
+    status = crop_sequence(frames, lmk, crops, crop_size=32)
+    assert status.ok and status.details["views"] == ["front"]
+    assert input_warnings(status.warnings) == ["dropped_view:left:no face detected"]
+    assert "view left: no face detected in 6 frame(s)" in read_status(lmk).warnings  # prose: not coded
+    assert input_warnings(read_status(lmk).warnings) == []
