@@ -150,23 +150,6 @@ def read_status_attrs(attrs: Any) -> StageStatus:
     )
 
 
-def carry_file_warnings(path: str | os.PathLike, *upstream: str | os.PathLike) -> StageStatus:
-    """Add the warnings of the ``upstream`` stage files to the status of the HDF5 stage file ``path``.
-
-    ``path`` is modified in place: call it on a temporary file before it is renamed into place (``neuface fit``
-    does this for the fit file, whose writer knows nothing of the upstream warnings). Returns the new status.
-    """
-    groups = [read_status(p).warnings for p in upstream]
-    import h5py
-
-    with h5py.File(path, "r+") as f:
-        status = read_status_attrs(f.attrs)
-        carried = status.with_warnings(*groups)
-        if carried.warnings != status.warnings:
-            f.attrs["warnings"] = json.dumps(list(carried.warnings))
-    return carried
-
-
 def write_status(status: StageStatus, path: str | os.PathLike) -> None:
     """Write ``status`` as a JSON file (atomically)."""
     with atomic_path(path, suffix=".json") as tmp:
@@ -209,7 +192,6 @@ __all__ = [
     "OK",
     "STATUSES",
     "StageStatus",
-    "carry_file_warnings",
     "carry_warnings",
     "read_status",
     "read_status_attrs",

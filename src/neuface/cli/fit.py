@@ -51,8 +51,6 @@ def _fit(args: argparse.Namespace) -> int:
     from neuface.fitting import api
     from neuface.fitting.checkpoint import PREEMPTED_EXIT_CODE, Preempted, StopSignal
     from neuface.fitting.config import resolve_annotator
-    from neuface.io_utils import atomic_path
-    from neuface.status import carry_file_warnings
 
     overrides = _settings_dict(args.settings)
     for key, value in (("encoder", args.encoder), ("encoder_weights", args.encoder_weights),
@@ -62,12 +60,10 @@ def _fit(args: argparse.Namespace) -> int:
     settings = resolve_annotator(args.annotator, overrides)
     with StopSignal() as stop:
         try:
-            # the fit is written to a temporary file that gets the upstream stages' warnings (partial inputs:
-            # truncated video, trimmed/missing/dropped views) before it is renamed into place
-            with atomic_path(args.out, suffix=".h5") as tmp:
-                api.run_fit(args.crops, args.landmarks, args.flame, args.embedding, args.annotator, settings,
-                            tmp, checkpoint=args.checkpoint, stop=stop)
-                status = carry_file_warnings(tmp, args.landmarks, args.crops)
+            # the fit file carries the upstream stages' warnings (partial inputs: truncated video,
+            # trimmed/missing/dropped views): run_fit copies them from the crops/landmarks status
+            status = api.run_fit(args.crops, args.landmarks, args.flame, args.embedding, args.annotator, settings,
+                                 args.out, checkpoint=args.checkpoint, stop=stop)
         except Preempted as exc:
             log.warning("%s; checkpoint at %s", exc, args.checkpoint)
             return PREEMPTED_EXIT_CODE

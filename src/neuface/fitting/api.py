@@ -22,7 +22,7 @@ from neuface.fitting.data import load_sequence, upstream_status
 from neuface.fitting.forward import FitFailure, deterministic_mode, predict_landmarks_px, resolve_device
 from neuface.fitting.output import STAGE, FitMeta, write_fit
 from neuface.process_cache import ProcessCache, cached_flame_layer, file_key
-from neuface.status import StageStatus
+from neuface.status import StageStatus, carry_warnings
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +127,8 @@ def run_fit(crops: str | os.PathLike, landmarks: str | os.PathLike, flame_path: 
         try:
             outcome = _dispatch(encoder, flame, seq, settings, device, ckpt)
         except FitFailure as exc:
-            status = StageStatus.failed(seq.sequence, STAGE, str(exc), annotator=annotator)
+            status = StageStatus.failed(seq.sequence, STAGE, str(exc), annotator=annotator).with_warnings(
+                upstream.warnings)
             meta.wall_time_s = time.perf_counter() - t0
             meta.peak_memory_bytes = _peak_memory(device)
             write_fit(out, status, meta)
@@ -142,12 +143,12 @@ def run_fit(crops: str | os.PathLike, landmarks: str | os.PathLike, flame_path: 
               "landmarks_pred": lmk_pred}
     meta.wall_time_s = time.perf_counter() - t0
     meta.peak_memory_bytes = _peak_memory(device)
-    warnings = []
     beta_norm = float(np.linalg.norm(params.shape))
     details = {"annotator": annotator, "n_steps": outcome.n_steps, "beta_norm": beta_norm,
                "final_loss": outcome.losses["total"][-1] if outcome.losses.get("total") else None,
                **outcome.details}
-    status = StageStatus(seq.sequence, STAGE, details=details, warnings=tuple(warnings))
+    # the upstream stages' warnings (partial inputs: truncated decode, trimmed/missing/dropped views) go on
+    status = StageStatus(seq.sequence, STAGE, details=details, warnings=carry_warnings(upstream.warnings))
     write_fit(out, status, meta, arrays, outcome.losses)
     ckpt.done()
     log.info("%s (%.1f s on %s)", status.summary(), meta.wall_time_s, device)
