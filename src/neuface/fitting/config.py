@@ -69,7 +69,7 @@ class AnnotatorSettings:
     shuffle_windows: bool = True
     final_full_steps: int = 0
     shape_mode: str = "mean"
-    lambda_shape: float = 0.0
+    lambda_shape: float = 1.0
     temporal_scale: str = "official"
     view_confidence: str = "softmax"
     view_temperature: float = 0.1
@@ -86,7 +86,7 @@ class AnnotatorSettings:
     flamefit_estep_every: int = 5
     lambda_r: float = 1e-2
     lambda_theta: float = 1e-2
-    lambda_beta: float = 0.05
+    lambda_beta: float = 0.005
     lambda_psi: float = 1e-3
     chunk_images: int = 64
     amp: bool = False
