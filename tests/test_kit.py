@@ -74,6 +74,20 @@ def test_cli_build_is_byte_identical_for_the_same_seed(kit_dir, tmp_path, monkey
         np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
 
 
+def test_kit_bytes_do_not_depend_on_the_blas_thread_count(kit_dir, tmp_path):
+    """Snakemake jobs run with one thread, a shell with all cores: both must write the same model file (shipped
+    encoder weights are keyed by its sha256)."""
+    import os
+    import subprocess
+    import sys
+
+    for n in ("1", "2"):
+        env = {**os.environ, "OMP_NUM_THREADS": n, "OPENBLAS_NUM_THREADS": n, "MKL_NUM_THREADS": n}
+        subprocess.run([sys.executable, "-m", "neuface.cli", "kit", "build", "--out", str(tmp_path / n)], env=env,
+                       check=True, capture_output=True)
+    assert _sha(tmp_path / "1" / PKL) == _sha(tmp_path / "2" / PKL) == _sha(kit_dir / PKL)
+
+
 def test_other_seed_gives_other_blendshapes(kit_dir, tmp_path):
     kit_mod.build_kit(tmp_path, seed=1)
     assert _sha(tmp_path / PKL) != _sha(kit_dir / PKL)

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from neuface import __version__
 from neuface.errors import ModelFormatError, NeufaceError
@@ -55,17 +56,19 @@ def generate(seed: int = 0) -> tuple[FlameModel, LandmarkEmbedding]:
     """
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise NeufaceError(f"kit seed must be a non-negative integer, got {seed!r}")
-    mesh, normals, posedirs, regressor, weights, emb = _seed_independent_parts()
-    model = FlameModel(
-        v_template=mesh.vertices.copy(),
-        faces=mesh.faces.copy(),
-        shapedirs=build_shapedirs(mesh, normals, np.random.default_rng(int(seed))),
-        posedirs=posedirs.copy(),
-        J_regressor=regressor.copy(),
-        weights=weights.copy(),
-        parents=np.asarray(FLAME_PARENTS, dtype=np.int64),
-        num_shape_total=300,
-    ).validate()
+    # one BLAS thread: a multi-threaded BLAS sums in another order, and the files must not depend on the machine
+    with threadpool_limits(limits=1):
+        mesh, normals, posedirs, regressor, weights, emb = _seed_independent_parts()
+        model = FlameModel(
+            v_template=mesh.vertices.copy(),
+            faces=mesh.faces.copy(),
+            shapedirs=build_shapedirs(mesh, normals, np.random.default_rng(int(seed))),
+            posedirs=posedirs.copy(),
+            J_regressor=regressor.copy(),
+            weights=weights.copy(),
+            parents=np.asarray(FLAME_PARENTS, dtype=np.int64),
+            num_shape_total=300,
+        ).validate()
     return model, copy.deepcopy(emb)
 
 
