@@ -101,12 +101,20 @@ def _pretrain(args: argparse.Namespace) -> int:
         record = {**key, "settings": settings_record(settings), "weights": Path(args.out).name,
                   "weights_sha256": file_sha256(args.out), "wall_time_s": training["wall_time_s"],
                   "torch_version": training["torch_version"], "device": training["device"],
-                  "command": "neuface " + " ".join(shlex.quote(a) for a in sys.argv[1:])}
+                  "command": _command(args)}
         with atomic_path(args.record, suffix=".json") as tmp:
             tmp.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
     log.info("wrote %s (landmark L1 %.4f NDC over the last %d steps, %.0f s)", args.out,
              training["final_landmark_l1_ndc"], n_tail, training["wall_time_s"])
     return 0
+
+
+def _command(args: argparse.Namespace) -> str:
+    """The ``neuface encoder pretrain`` command that reproduces this training (every setting explicit)."""
+    parts = ["neuface", "encoder", "pretrain", "--flame", args.flame, "--embedding", args.embedding, "--out",
+             args.out, "--steps", args.steps, "--batch-size", args.batch_size, "--pool-size", args.pool_size,
+             "--lr", args.lr, "--seed", args.seed, "--device", args.device, "--no-shipped"]
+    return " ".join(shlex.quote(str(p)) for p in parts)
 
 
 def _info(args: argparse.Namespace) -> int:
