@@ -78,6 +78,20 @@ def cli_options(section, flags):
     return cli_options_of(config[section], flags)
 
 
+def shot_options(shots):
+    """`neuface landmarks` options of the config section landmarks.shots (schema defaults filled in)."""
+    if not shots.get("enabled", True):
+        return "--no-shots"
+    options = cli_options_of(
+        shots,
+        {"min_frames": "--shot-min-frames", "cut_threshold": "--cut-threshold", "cut_ratio": "--cut-ratio",
+         "identity_stride": "--identity-stride"},
+    )
+    if "identity_threshold" in shots and shots["identity_threshold"] is None:
+        return f"{options} --no-identity"
+    return f"{options} {cli_options_of(shots, {'identity_threshold': '--identity-threshold'})}".strip()
+
+
 def annotator_settings_json(annotator):
     """Settings of one annotator for `neuface fit --settings`: fitting.common, then fitting.settings[name]."""
     return json.dumps(annotator_settings(config, annotator), sort_keys=True, separators=(",", ":"))

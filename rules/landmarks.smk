@@ -1,5 +1,5 @@
-# 68-point landmark detection of one tracked face per frame and view (FAN on GPU, or dlib offline),
-# then DECA-style 224x224 crops with their transforms.
+# 68-point landmark detection of one tracked face per frame and view (FAN on GPU, or dlib offline), with shot and
+# identity segmentation (landmarks.shots), then DECA-style 224x224 crops with their transforms.
 
 
 if not BENCHMARK:  # the synthetic benchmark replaces detection by ground truth + noise (rules/benchmark.smk)
@@ -14,7 +14,9 @@ if not BENCHMARK:  # the synthetic benchmark replaces detection by ground truth 
                 {**config["landmarks"], "device": LANDMARKS_DEVICE},
                 {"backend": "--backend", "device": "--device", "batch_size": "--batch-size",
                  "min_score": "--min-score", "det_size": "--det-size"},
-            ),
+            )
+            + " "
+            + shot_options(config["landmarks"].get("shots", {})),
         resources:
             gpu=gpu_if(LANDMARKS_DEVICE),
         conda:

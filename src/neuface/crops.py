@@ -2,7 +2,10 @@
 
 The box comes from the tracked landmarks (:func:`neuface.geometry.crop.estimate_crop_box`), is smoothed over
 time so that crop jitter does not become landmark jitter, and frames without a detection take the box
-interpolated from their neighbours (they stay marked ``detected = False``). The transforms are kept, so every
+interpolated from their neighbours (they stay marked ``detected = False``). Smoothing and interpolation stay
+inside each shot of the landmarks file (:mod:`neuface.landmarks.shots`): no box is averaged across a cut; only
+a shot without any detection in a view takes its boxes from the neighbouring shots. The landmarks file's
+``/shots`` group is copied unchanged (so the fit finds the shots in either file). The transforms are kept, so every
 crop-space quantity maps back to frame pixels (:func:`neuface.geometry.crop.crop_to_pixels`). A view without
 any detection gets no crops and leaves the sequence (coded warning ``dropped_view:<view>:no face detected``,
 :mod:`neuface.input_warnings`); the upstream stages' warnings are carried into the status.
@@ -16,6 +19,7 @@ Output layout (``FORMAT = "neuface.crops"``, version 1)::
     /views/<view>/center       (F, 2) float64 box centre (pixels, after smoothing)
     /views/<view>/size         (F,) float64 box side (pixels, after smoothing)
     /views/<view>/detected     (F,) bool, copied from the landmarks stage
+    /shots/...                 copied from the landmarks file when it has shots (bounds, reason, identity)
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from neuface.geometry.crop import crop_transform, estimate_crop_box, smooth_boxe
 from neuface.input_warnings import dropped_view
 from neuface.io_utils import atomic_path
 from neuface.landmarks.extract import landmarks_info, read_landmarks, write_stage_attrs, write_upstream_failure
+from neuface.landmarks.shots import copy_shots, read_shots
 from neuface.status import StageStatus, read_status, read_status_attrs
 from neuface.video.store import read_str_list_attr
 
@@ -77,6 +82,27 @@ def crop_boxes(landmarks: np.ndarray, detected: np.ndarray, scale: float, smooth
     return fill_missing_boxes(center.numpy(), size.numpy())
 
 
+def crop_boxes_by_shot(landmarks: np.ndarray, detected: np.ndarray, scale: float, smooth_window: int,
+                       shots: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`crop_boxes` shot by shot: smoothing and gap filling never cross a shot boundary.
+
+    Args:
+        landmarks: (F, 68, 2); detected: (F,) bool; shots: (S, 2) ``[start, stop)`` bounds (None or S = 1: the
+            whole view, exactly :func:`crop_boxes`).
+    Returns:
+        center (F, 2), size (F,) float64; a shot without any detection gets boxes interpolated from the others.
+    """
+    if shots is None or len(shots) <= 1:
+        return crop_boxes(landmarks, detected, scale, smooth_window)
+    n = detected.shape[0]
+    center, size = np.full((n, 2), np.nan), np.full((n,), np.nan)
+    for start, stop in np.asarray(shots, dtype=np.int64):
+        if detected[start:stop].any():
+            center[start:stop], size[start:stop] = crop_boxes(landmarks[start:stop], detected[start:stop], scale,
+                                                              smooth_window)
+    return fill_missing_boxes(center, size)
+
+
 def crop_view(frames: h5py.Dataset, center: np.ndarray, size: np.ndarray, crop_size: int, out: h5py.Group,
               batch_size: int = 32) -> np.ndarray:
     """Warp all frames of one view into ``out['crops']``; returns the (F, 3, 3) transforms."""
@@ -107,6 +133,8 @@ def crop_sequence(frames_path: str | os.PathLike, landmarks_path: str | os.PathL
         if not upstream.ok:
             return write_upstream_failure(f, upstream, STAGE)
         info = landmarks_info(landmarks_path)
+        shots = read_shots(landmarks_path)["bounds"]
+        copy_shots(landmarks_path, f)
         views, warnings = [], []
         with h5py.File(frames_path, "r") as src:
             for view in info["views"]:
@@ -115,14 +143,15 @@ def crop_sequence(frames_path: str | os.PathLike, landmarks_path: str | os.PathL
                     log.warning("%s: view %s has no detected face: no crops, dropped", upstream.sequence, view)
                     warnings.append(dropped_view(view, "no face detected").code)
                     continue
-                center, size = crop_boxes(lmk["landmarks"], lmk["detected"], scale, smooth_window)
+                center, size = crop_boxes_by_shot(lmk["landmarks"], lmk["detected"], scale, smooth_window, shots)
                 group = f.require_group("views").create_group(view)
                 transforms = crop_view(src[f"views/{view}/frames"], center, size, crop_size, group)
                 for key, value in (("transforms", transforms), ("center", center), ("size", size),
                                    ("detected", lmk["detected"])):
                     group.create_dataset(key, data=value)
                 views.append(view)
-        details: dict[str, Any] = {"n_frames": info["n_frames"], "views": views, "crop_size": crop_size}
+        details: dict[str, Any] = {"n_frames": info["n_frames"], "views": views, "crop_size": crop_size,
+                                   "n_shots": int(len(shots))}
         if views:
             status = StageStatus(upstream.sequence, STAGE, details=details, warnings=tuple(warnings))
         else:

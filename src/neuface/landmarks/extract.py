@@ -11,15 +11,29 @@ Output layout (``FORMAT = "neuface.landmarks"``, version 1)::
     /views/<view>/detected   (F,) bool
         attrs: detector, detector_version, width, height, n_detected, max_faces (most faces in one frame)
 
+With shot segmentation on (:mod:`neuface.landmarks.shots`; ``shots`` argument) the file also holds::
+
+    /shots/bounds            (S, 2) int64 [start, stop) of each shot
+    /shots/reason            (S,) str why each shot starts: start | cut | identity
+    /shots/identity          (S,) int64 identity label (shots of one person share it; -1 unknown)
+        attrs: settings (JSON), merged (JSON list of notes on merged short shots), descriptor (model version)
+    /views/<view>/cut_score        (F,) float32 histogram distance to the previous frame (NaN at frame 0)
+    /views/<view>/identity_frames  (K,) int64 frames whose face descriptor was computed
+    /views/<view>/descriptors      (K, 128) float32 dlib face descriptors of the tracked face there
+
+and the tracker restarts at every cut. Without ``/shots`` the sequence is one shot.
+
 A failed upstream frames file gives a failed landmarks file without any work; a sequence with no face in any
 frame of any view fails with ``'no face detected'``. The frames stage's warnings are carried into the status.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +43,8 @@ import numpy as np
 from neuface.errors import NeufaceError
 from neuface.io_utils import atomic_path
 from neuface.landmarks.backends import N_POINTS, LandmarkBackend
+from neuface.landmarks.identity import FaceDescriber
+from neuface.landmarks.shots import ShotSettings, detect_cuts, segment_shots, view_cut_scores, write_shots
 from neuface.landmarks.tracking import FaceTracker
 from neuface.status import StageStatus, read_status, read_status_attrs, write_status_attrs
 from neuface.video.store import frames_info, read_str_list_attr, str_list_attr
@@ -42,8 +58,9 @@ _ARRAYS = ("landmarks", "scores", "boxes", "box_scores", "detected")
 
 
 def landmarks_for_view(frames: h5py.Dataset | np.ndarray, backend: LandmarkBackend, batch_size: int = 16,
-                       tracker: FaceTracker | None = None) -> dict[str, Any]:
-    """Detect, track and landmark one face through ``frames`` ``(F, H, W, 3)`` uint8 (read in batches).
+                       tracker: FaceTracker | None = None, resets: Sequence[int] = ()) -> dict[str, Any]:
+    """Detect, track and landmark one face through ``frames`` ``(F, H, W, 3)`` uint8 (read in batches); the
+    tracker restarts at the frames ``resets`` (shot cuts: no box is carried across a cut).
 
     Returns a dict with ``landmarks (F, 68, 2)``, ``scores (F, 68)``, ``boxes (F, 4)``, ``box_scores (F,)``,
     ``detected (F,)`` and ``max_faces``.
@@ -51,6 +68,7 @@ def landmarks_for_view(frames: h5py.Dataset | np.ndarray, backend: LandmarkBacke
     if batch_size < 1:
         raise NeufaceError(f"batch_size must be at least 1, got {batch_size}")
     tracker = tracker or FaceTracker()
+    restart = {int(r) for r in resets}
     n = frames.shape[0]
     out: dict[str, Any] = {
         "landmarks": np.full((n, N_POINTS, 2), np.nan, dtype=np.float32),
@@ -65,6 +83,8 @@ def landmarks_for_view(frames: h5py.Dataset | np.ndarray, backend: LandmarkBacke
         dets = backend.detect(batch)
         chosen, rows = [], []
         for j, boxes in enumerate(dets):
+            if start + j in restart:
+                tracker.reset()
             out["max_faces"] = max(out["max_faces"], len(boxes))
             idx = tracker.update(boxes)
             if idx is not None:
@@ -84,10 +104,19 @@ def landmarks_for_view(frames: h5py.Dataset | np.ndarray, backend: LandmarkBacke
 
 
 def detect_sequence(frames_path: str | os.PathLike, out: str | os.PathLike, backend: LandmarkBackend,
-                    batch_size: int = 16, tracker_kwargs: dict[str, float] | None = None) -> StageStatus:
-    """Run the landmarks stage on one frames file; always writes ``out`` (atomically); returns its status."""
+                    batch_size: int = 16, tracker_kwargs: dict[str, float] | None = None,
+                    shots: ShotSettings | None = None, describer: FaceDescriber | None = None) -> StageStatus:
+    """Run the landmarks stage on one frames file; always writes ``out`` (atomically); returns its status.
+
+    Args:
+        shots: shot segmentation settings; None or ``enabled=False``: one shot, no ``/shots`` (as before).
+        describer: the face descriptor model for the identity check (default: dlib's, loaded once per process).
+    Raises:
+        AssetMissingError: the identity check is on and dlib's face recognition model is not installed.
+    """
     upstream = read_status(frames_path)
     sequence = upstream.sequence
+    segment = shots is not None and shots.enabled
     with atomic_path(out, suffix=".h5") as tmp, h5py.File(tmp, "w") as f:
         _root_attrs(f, backend, frames_path)
         if not upstream.ok:
@@ -95,10 +124,18 @@ def detect_sequence(frames_path: str | os.PathLike, out: str | os.PathLike, back
         info = frames_info(frames_path)
         per_view: dict[str, int] = {}
         warnings: list[str] = []
+        results: dict[str, tuple[Any, dict[str, Any]]] = {}
         with h5py.File(frames_path, "r") as src:
+            cut_scores: dict[str, np.ndarray] = {}
+            cuts: np.ndarray = np.zeros((0,), np.int64)
+            if segment:
+                cut_scores = {v: view_cut_scores(src[f"views/{v}/frames"]) for v in info["views"]}
+                cuts = np.unique(np.concatenate([np.zeros((0,), np.int64)] + [
+                    detect_cuts(s, shots.cut_threshold, shots.cut_ratio) for s in cut_scores.values()]))
             for view in info["views"]:
                 ds = src[f"views/{view}/frames"]
-                res = landmarks_for_view(ds, backend, batch_size, FaceTracker(**(tracker_kwargs or {})))
+                res = landmarks_for_view(ds, backend, batch_size, FaceTracker(**(tracker_kwargs or {})), resets=cuts)
+                results[view] = (ds, res)
                 g = f.require_group("views").create_group(view)
                 for key in _ARRAYS:
                     g.create_dataset(key, data=res[key], compression="gzip", compression_opts=1)
@@ -114,10 +151,22 @@ def detect_sequence(frames_path: str | os.PathLike, out: str | os.PathLike, back
                     warnings.append(f"view {view}: face found in {n_det}/{n} frames")
                 if res["max_faces"] > 1:
                     warnings.append(f"view {view}: up to {res['max_faces']} faces in a frame; tracked one")
-        n_frames = int(info["n_frames"])
+            n_frames = int(info["n_frames"])
+            shot_details = None
+            if segment and n_frames > 0 and any(per_view.values()):
+                if describer is None and shots.identity_threshold is not None:
+                    describer = default_describer()
+                result = segment_shots(n_frames, cuts, results, shots, describer, cut_scores)
+                write_shots(f, result, shots, getattr(describer, "version", ""))
+                shot_details = result.details()
+                warnings += result.merged
+                if result.n_shots > 1:
+                    log.info("%s: %d shots %s", sequence, result.n_shots, result.details()["bounds"])
         details = {"n_frames": n_frames, "n_detected": per_view,
                    "detected_fraction": {v: (c / n_frames if n_frames else 0.0) for v, c in per_view.items()},
                    "detector": backend.name, "detector_version": backend.version}
+        if shot_details is not None:
+            details["shots"] = shot_details
         if not per_view or not any(per_view.values()):
             status = StageStatus.failed(sequence, STAGE, "no face detected", **details)
         else:
@@ -126,6 +175,12 @@ def detect_sequence(frames_path: str | os.PathLike, out: str | os.PathLike, back
         write_stage_attrs(f, status, list(per_view), n_frames)
     log.log(logging.INFO if status.ok and not status.warnings else logging.WARNING, "%s", status.summary())
     return status
+
+
+@functools.lru_cache(maxsize=1)
+def default_describer() -> FaceDescriber:
+    """dlib's face descriptor model, loaded once per process (``neuface shard`` runs many sequences in one)."""
+    return FaceDescriber()
 
 
 def _root_attrs(f: h5py.File, backend: LandmarkBackend, frames_path: str | os.PathLike) -> None:
@@ -176,5 +231,5 @@ def landmarks_info(h5: str | os.PathLike) -> dict[str, Any]:
                 "details": json.loads(f.attrs["details"])}
 
 
-__all__ = ["FORMAT", "STAGE", "detect_sequence", "landmarks_for_view", "landmarks_info", "read_landmarks",
-           "write_stage_attrs", "write_upstream_failure"]
+__all__ = ["FORMAT", "STAGE", "default_describer", "detect_sequence", "landmarks_for_view", "landmarks_info",
+           "read_landmarks", "write_stage_attrs", "write_upstream_failure"]

@@ -5,7 +5,8 @@ highest IoU with the last tracked box if it reaches ``min_iou``; otherwise the d
 nearest, if it lies within ``max_shift`` box diagonals (the tolerance grows with each frame the face has been
 lost) and its size is within a factor ``max_scale_change``. If none qualifies, the face is lost in that frame
 (no landmarks, ``detected=False``). After more than ``max_lost`` consecutive lost frames the track is dropped
-and the largest face is acquired again.
+and the largest face is acquired again. At a shot cut the caller resets the tracker (:meth:`FaceTracker.reset`):
+no box is carried across a cut.
 
 Boxes are ``(x0, y0, x1, y1[, score])`` in pixels.
 """
@@ -68,6 +69,11 @@ class FaceTracker:
         self.box: np.ndarray | None = None  # last tracked box (4,)
         self.lost = 0  # consecutive frames without the tracked face
 
+    def reset(self) -> None:
+        """Forget the tracked face (at a shot cut): the next frame with faces acquires the largest one."""
+        self.box = None
+        self.lost = 0
+
     def update(self, boxes: np.ndarray | Sequence) -> int | None:
         """Index (into ``boxes``) of the tracked face in this frame, or None if it is not there."""
         b = _as_boxes(boxes)
@@ -108,11 +114,16 @@ class FaceTracker:
         return idx
 
 
-def track_faces(boxes_per_frame: Sequence[np.ndarray], **tracker_kwargs: float) -> np.ndarray:
-    """Index of the tracked face per frame, ``(F,)`` int64 with -1 where the face is not found."""
+def track_faces(boxes_per_frame: Sequence[np.ndarray], resets: Sequence[int] = (),
+                **tracker_kwargs: float) -> np.ndarray:
+    """Index of the tracked face per frame, ``(F,)`` int64 with -1 where the face is not found; the tracker
+    restarts at the frames ``resets`` (shot cuts)."""
     tracker = FaceTracker(**tracker_kwargs)  # type: ignore[arg-type]
+    restart = {int(r) for r in resets}
     out = np.full(len(boxes_per_frame), -1, dtype=np.int64)
     for i, boxes in enumerate(boxes_per_frame):
+        if i in restart:
+            tracker.reset()
         idx = tracker.update(boxes)
         if idx is not None:
             out[i] = idx
