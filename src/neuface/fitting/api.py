@@ -1,4 +1,8 @@
-"""``run_fit``: one annotator on one sequence, from input files to the fit file (the ``fit`` rule)."""
+"""``run_fit``: one annotator on one sequence, from input files to the fit file (the ``fit`` rule).
+
+A sequence of several shots (cuts or identity changes, :mod:`neuface.shots`) is fitted shot by shot, each with
+its own identity β (:mod:`neuface.fitting.shots`); the fit file then also holds ``shots`` and ``shape_shots``.
+"""
 
 from __future__ import annotations
 
@@ -21,6 +25,7 @@ from neuface.fitting.config import AnnotatorSettings, config_hash
 from neuface.fitting.data import load_sequence, upstream_status
 from neuface.fitting.forward import FitFailure, deterministic_mode, predict_landmarks_px, resolve_device
 from neuface.fitting.output import STAGE, FitMeta, write_fit
+from neuface.fitting.shots import fit_by_shot
 from neuface.process_cache import ProcessCache, cached_flame_layer, file_key
 from neuface.status import StageStatus, carry_warnings
 
@@ -117,15 +122,20 @@ def run_fit(crops: str | os.PathLike, landmarks: str | os.PathLike, flame_path: 
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     t0 = time.perf_counter()
-    ckpt = Checkpointer(checkpoint, settings.checkpoint_every, chash, settings.method, stop,
-                        inputs=lambda: _input_sha256s(crops, landmarks, flame_path, embedding_path,
-                                                      settings.encoder_weights))
+    ckpt = _checkpointer(checkpoint, settings, chash, stop, crops, landmarks, flame_path, embedding_path)
     with deterministic_mode(settings.deterministic, settings.seed):
         if encoder is None and settings.method in ("neuface", "regress", "flamefit"):
             encoder = _fresh_encoder(settings.encoder, settings.encoder_weights, device)
         meta.encoder_id = str(getattr(encoder, "encoder_id", "unknown"))
         try:
-            outcome = _dispatch(encoder, flame, seq, settings, device, ckpt)
+            if seq.n_shots > 1:  # one identity per shot: each shot fitted on its own (neuface.fitting.shots)
+                by_shot = fit_by_shot(encoder, flame, seq, settings, device, checkpoint,
+                                      lambda path: _checkpointer(path, settings, chash, stop, crops, landmarks,
+                                                                 flame_path, embedding_path), _dispatch)
+                outcome = by_shot.outcome
+            else:
+                by_shot = None
+                outcome = _dispatch(encoder, flame, seq, settings, device, ckpt)
         except FitFailure as exc:
             status = StageStatus.failed(seq.sequence, STAGE, str(exc), annotator=annotator).with_warnings(
                 upstream.warnings)
@@ -136,7 +146,10 @@ def run_fit(crops: str | os.PathLike, landmarks: str | os.PathLike, flame_path: 
             log.error("%s", status.summary())
             return status
     params = outcome.params
-    lmk_pred = predict_landmarks_px(flame, params, seq.transforms, seq.crop_size)
+    if by_shot is None:
+        lmk_pred = predict_landmarks_px(flame, params, seq.transforms, seq.crop_size)
+    else:
+        lmk_pred = by_shot.landmarks_pred  # each shot's landmarks with its own β
     arrays = {"shape": params.shape, "expression": params.expression, "global_pose": params.global_pose,
               "pose": params.pose, "cam": params.cam, "crop_transforms": seq.transforms.numpy(),
               "landmarks": seq.landmarks_px.numpy(), "detected": seq.detected.numpy(),
@@ -147,12 +160,25 @@ def run_fit(crops: str | os.PathLike, landmarks: str | os.PathLike, flame_path: 
     details = {"annotator": annotator, "n_steps": outcome.n_steps, "beta_norm": beta_norm,
                "final_loss": outcome.losses["total"][-1] if outcome.losses.get("total") else None,
                **outcome.details}
+    if by_shot is not None:
+        arrays.update(shots=seq.shots, shape_shots=by_shot.shape_shots)
+        meta.shot_reasons, meta.shot_identity = list(seq.shot_reasons), seq.shot_identity
+        details.update(beta_norm=float(np.linalg.norm(by_shot.shape_shots, axis=1).max()),
+                       n_shots=seq.n_shots, shots=by_shot.details)
     # the upstream stages' warnings (partial inputs: truncated decode, trimmed/missing/dropped views) go on
     status = StageStatus(seq.sequence, STAGE, details=details, warnings=carry_warnings(upstream.warnings))
     write_fit(out, status, meta, arrays, outcome.losses)
     ckpt.done()
     log.info("%s (%.1f s on %s)", status.summary(), meta.wall_time_s, device)
     return status
+
+
+def _checkpointer(path, settings: AnnotatorSettings, chash: str, stop: StopSignal | None, crops, landmarks,
+                  flame_path, embedding_path) -> Checkpointer:
+    """The fit's checkpointer at ``path``, keyed by the settings and the digests of every input file."""
+    return Checkpointer(path, settings.checkpoint_every, chash, settings.method, stop,
+                        inputs=lambda: _input_sha256s(crops, landmarks, flame_path, embedding_path,
+                                                      settings.encoder_weights))
 
 
 def _dispatch(encoder, flame, seq, settings: AnnotatorSettings, device, ckpt: Checkpointer):

@@ -17,6 +17,7 @@ from neuface.crops import read_crops
 from neuface.errors import NeufaceError
 from neuface.geometry.crop import pixels_to_crop_ndc
 from neuface.landmarks.extract import read_landmarks
+from neuface.landmarks.shots import read_shots
 from neuface.status import StageStatus, read_status
 from neuface.video.store import read_str_list_attr
 
@@ -40,6 +41,10 @@ class SequenceBatch:
         transforms: (F, V, 3, 3) float64 crop transforms (original pixels → crop pixels).
         crop_size: S.
         fps: frame rate (NaN if unknown).
+        shots: (S, 2) int64 ``[start, stop)`` shot bounds when the sequence has more than one shot, else None
+            (:mod:`neuface.shots`).
+        shot_reasons: why each shot starts (``start | cut | identity``), empty for one shot.
+        shot_identity: (S,) int64 identity labels of the shots, None for one shot.
     """
 
     sequence: str
@@ -52,10 +57,27 @@ class SequenceBatch:
     transforms: torch.Tensor
     crop_size: int
     fps: float
+    shots: np.ndarray | None = None
+    shot_reasons: tuple[str, ...] = ()
+    shot_identity: np.ndarray | None = None
 
     @property
     def n_frames(self) -> int:
         return int(self.images.shape[0])
+
+    @property
+    def n_shots(self) -> int:
+        return 1 if self.shots is None else int(self.shots.shape[0])
+
+    def frames(self, start: int, stop: int) -> SequenceBatch:
+        """Frames ``[start, stop)`` as a sequence of their own (one shot; tensors are views, not copies)."""
+        if not 0 <= start < stop <= self.n_frames:
+            raise NeufaceError(f"frames [{start}, {stop}) are not a non-empty range of {self.n_frames} frames")
+        return SequenceBatch(
+            sequence=self.sequence, views=list(self.views), images=self.images[start:stop],
+            landmarks=self.landmarks[start:stop], landmarks_px=self.landmarks_px[start:stop],
+            valid=self.valid[start:stop], detected=self.detected[start:stop], transforms=self.transforms[start:stop],
+            crop_size=self.crop_size, fps=self.fps)
 
     @property
     def n_views(self) -> int:
@@ -122,12 +144,22 @@ def load_sequence(crops_path: str | os.PathLike, landmarks_path: str | os.PathLi
         valid.append(ok)
         detected.append(torch.as_tensor(det))
         transforms.append(tr)
+    shots = _shots(crops_path, landmarks_path)
+    multi = len(shots["bounds"]) > 1
     return SequenceBatch(
         sequence=status.sequence, views=list(views), images=torch.stack(images, 1).contiguous(),
         landmarks=torch.stack(lmk_ndc, 1), landmarks_px=torch.stack(lmk_px, 1), valid=torch.stack(valid, 1),
         detected=torch.stack(detected, 1), transforms=torch.stack(transforms, 1), crop_size=crop_size,
-        fps=_fps(crops_path, landmarks_path),
+        fps=_fps(crops_path, landmarks_path), shots=shots["bounds"] if multi else None,
+        shot_reasons=tuple(shots["reasons"]) if multi else (), shot_identity=shots["identity"] if multi else None,
     )
+
+
+def _shots(crops_path: str | os.PathLike, landmarks_path: str | os.PathLike) -> dict:
+    """The shots of the crops file (it copies the landmarks file's), else of the landmarks file."""
+    with h5py.File(crops_path, "r") as f:
+        in_crops = "shots" in f
+    return read_shots(crops_path if in_crops else landmarks_path)
 
 
 def images_to_input(images: torch.Tensor, size: int, device: torch.device | str,

@@ -1,4 +1,8 @@
-"""The fit file (``neuface.fit`` version 1, see docs/formats.md): writer and reader."""
+"""The fit file (``neuface.fit`` version 1, see docs/formats.md): writer and reader.
+
+A fit of several shots (:mod:`neuface.shots`) also holds ``shots`` (S, 2) and ``shape_shots`` (S, n_shape) and the
+root attributes ``shot_reasons`` / ``shot_identities``; :func:`frame_shapes` gives the β of every frame of any fit.
+"""
 
 from __future__ import annotations
 
@@ -13,10 +17,12 @@ import numpy as np
 
 from neuface.errors import NeufaceError
 from neuface.io_utils import atomic_path
+from neuface.shots import check_shots, frame_shapes
 from neuface.status import StageStatus, read_status_attrs, write_status_attrs
 from neuface.video.store import read_str_list_attr, str_list_attr
 
-__all__ = ["FORMAT", "FORMAT_VERSION", "STAGE", "FitMeta", "write_fit", "read_fit", "DATASETS"]
+__all__ = ["FORMAT", "FORMAT_VERSION", "STAGE", "FitMeta", "write_fit", "read_fit", "frame_shapes", "DATASETS",
+           "SHOT_DATASETS"]
 
 STAGE = "fit"
 FORMAT = "neuface.fit"
@@ -24,6 +30,8 @@ FORMAT_VERSION = 1
 #: Datasets of an ok fit, in the order of docs/formats.md.
 DATASETS = ("shape", "expression", "global_pose", "pose", "cam", "crop_transforms", "landmarks", "detected",
             "landmarks_pred")
+#: Datasets of an ok fit of more than one shot (absent: one shot of every frame).
+SHOT_DATASETS = ("shots", "shape_shots")
 
 
 @dataclass
@@ -44,6 +52,9 @@ class FitMeta:
     wall_time_s: float = math.nan
     peak_memory_bytes: int = 0
     device: str = "cpu"
+    #: Several shots only: why each shot starts (start | cut | identity) and its identity label.
+    shot_reasons: list[str] | None = None
+    shot_identity: np.ndarray | None = None
 
 
 def write_fit(path: str | os.PathLike, status: StageStatus, meta: FitMeta,
@@ -53,7 +64,8 @@ def write_fit(path: str | os.PathLike, status: StageStatus, meta: FitMeta,
     Args:
         arrays: ``shape`` (n_shape,), ``expression`` (F, V, n_exp), ``global_pose`` (F, V, 3), ``pose``
             (F, V, 12), ``cam`` (F, V, 3), ``crop_transforms`` (F, V, 3, 3), ``landmarks`` (F, V, 68, 2),
-            ``detected`` (F, V), ``landmarks_pred`` (F, V, 68, 2).
+            ``detected`` (F, V), ``landmarks_pred`` (F, V, 68, 2); for more than one shot also ``shots`` (S, 2)
+            ``[start, stop)`` and ``shape_shots`` (S, n_shape) (``shape`` is then the longest shot's β).
         losses: loss curves ``name -> values`` (one value per optimisation step).
     """
     if status.ok:
@@ -85,9 +97,14 @@ def write_fit(path: str | os.PathLike, status: StageStatus, meta: FitMeta,
         f.attrs["device"] = str(meta.device)
         if not status.ok:
             return
-        for key in DATASETS:
-            dtype = {"crop_transforms": np.float64, "detected": bool}.get(key, np.float32)
+        for key in DATASETS + tuple(k for k in SHOT_DATASETS if k in arrays):
+            dtype = {"crop_transforms": np.float64, "detected": bool, "shots": np.int64}.get(key, np.float32)
             f.create_dataset(key, data=np.asarray(arrays[key], dtype=dtype))
+        if "shots" in arrays:
+            n_shots = len(arrays["shots"])
+            f.attrs["shot_reasons"] = str_list_attr(list(meta.shot_reasons or ["start"] + ["cut"] * (n_shots - 1)))
+            ids = meta.shot_identity if meta.shot_identity is not None else np.arange(n_shots)
+            f.attrs["shot_identities"] = np.asarray(ids, dtype=np.int64)
         group = f.create_group("losses")
         for name, values in (losses or {}).items():
             group.create_dataset(name, data=np.asarray(values, dtype=np.float32))
@@ -98,6 +115,13 @@ def _check_shapes(arrays: dict[str, np.ndarray], meta: FitMeta) -> None:
     want = {"shape": (meta.n_shape,), "expression": (n_f, n_v, meta.n_exp), "global_pose": (n_f, n_v, 3),
             "pose": (n_f, n_v, 12), "cam": (n_f, n_v, 3), "crop_transforms": (n_f, n_v, 3, 3),
             "landmarks": (n_f, n_v, 68, 2), "detected": (n_f, n_v), "landmarks_pred": (n_f, n_v, 68, 2)}
+    if ("shots" in arrays) != ("shape_shots" in arrays):
+        raise NeufaceError("a fit of several shots needs both 'shots' and 'shape_shots'")
+    if "shots" in arrays:
+        bounds = check_shots(arrays["shots"], n_f)
+        want["shape_shots"] = (len(bounds), meta.n_shape)
+        if meta.shot_reasons is not None and len(meta.shot_reasons) != len(bounds):
+            raise NeufaceError(f"{len(meta.shot_reasons)} shot reasons for {len(bounds)} shots")
     for key, shape in want.items():
         got = tuple(np.shape(arrays[key]))
         if got != shape:
@@ -106,21 +130,25 @@ def _check_shapes(arrays: dict[str, np.ndarray], meta: FitMeta) -> None:
 
 def read_fit(path: str | os.PathLike) -> dict[str, Any]:
     """Everything in a fit file: root attributes, datasets, ``losses`` (dict), ``settings`` (the parsed
-    ``config``) and ``status`` (a :class:`StageStatus`; its fields are also there as attributes)."""
+    ``config``) and ``status`` (a :class:`StageStatus`; its fields are also there as attributes). A fit of
+    several shots also has ``shots``, ``shape_shots``, ``shot_reasons`` and ``shot_identities``; the β of every
+    frame is ``frame_shapes(read_fit(path))``."""
     with h5py.File(path, "r") as f:
         if f.attrs.get("format") != FORMAT:
             raise NeufaceError(f"{path} is not a neuface fit file")
         out: dict[str, Any] = {}
         for key, value in f.attrs.items():
-            if key == "views":
+            if key in ("views", "shot_reasons"):
                 out[key] = read_str_list_attr(value)
+            elif key == "shot_identities":
+                out[key] = np.asarray(value, dtype=np.int64)
             elif isinstance(value, np.generic):
                 out[key] = value.item()
             else:
                 out[key] = value.decode() if isinstance(value, bytes) else value
         out["status"] = read_status_attrs(f.attrs)
         out["settings"] = json.loads(out["config"]) if out.get("config") else {}
-        for key in DATASETS:
+        for key in DATASETS + SHOT_DATASETS:
             if key in f:
                 out[key] = f[key][()]
         out["losses"] = {k: v[()] for k, v in f["losses"].items()} if "losses" in f else {}
