@@ -201,7 +201,7 @@ def test_manifest_round_trip_and_bad_manifest(tmp_path):
     with pytest.raises(NeufaceError, match="not a filter manifest"):
         read_manifest(bad)
     old = tmp_path / "v1.tsv"  # v1: eye-corner nme, no nme_eye column
-    old.write_text(path.read_text().replace("manifest v3", "manifest v1"))
+    old.write_text(path.read_text().replace("manifest v4", "manifest v1"))
     with pytest.raises(NeufaceError, match="another version.*re-run neuface filter"):
         read_manifest(old)
     fit = write_fit_file(tmp_path / "fits" / "a.h5", "a", good(3))

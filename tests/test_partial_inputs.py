@@ -209,12 +209,12 @@ def test_version_2_manifests_are_read_with_empty_warnings(tmp_path):
                           tmp_path / "m.tsv", FilterThresholds())
     lines = path.read_text().splitlines()
     header = lines[4].split("\t")
-    idx = header.index("warnings")
-    v2 = [lines[0].replace("v3", "v2"), *lines[1:4]] + ["\t".join(c for i, c in enumerate(ln.split("\t"))
-                                                                  if i != idx) for ln in lines[4:]]
+    drop = {header.index("warnings"), header.index("n_shots")}  # v2 had neither (n_shots came with v4)
+    v2 = [lines[0].replace("v4", "v2"), *lines[1:4]] + ["\t".join(c for i, c in enumerate(ln.split("\t"))
+                                                                  if i not in drop) for ln in lines[4:]]
     (tmp_path / "v2.tsv").write_text("\n".join(v2) + "\n")
     rows, _ = read_manifest(tmp_path / "v2.tsv")
-    assert rows[0]["warnings"] == "" and rows[0]["status"] == "accepted"
+    assert rows[0]["warnings"] == "" and rows[0]["status"] == "accepted" and rows[0]["n_shots"] == "1"
     assert read_manifest(path)[0][0]["warnings"] == "missing_views:x"
 
 

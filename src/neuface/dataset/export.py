@@ -9,7 +9,7 @@ key             shape        meaning
 ``cam``         (S, 3)       weak perspective ``(s, tx, ty)`` in crop NDC (DECA)
 ``pose``        (S, 6)       global rotation (3) + jaw (3), axis-angle (DECA's ``pose``)
 ``expr``        (S, 50)      expression ψ
-``shapes``      (S, 100)     identity β, repeated per frame (one per sequence)
+``shapes``      (S, 100)     identity β of each frame (one per sequence, or per shot of a cut sequence)
 ``landmarks2d`` (S, 68, 2)   the detector's landmarks, in crop NDC ([-1, 1] of the 224 crop; NaN where none)
 =============== ============ ===========================================================================
 
@@ -32,6 +32,7 @@ import torch
 from neuface.dataset.schema import DATASET_FORMAT, attr_str, attr_str_list
 from neuface.errors import NeufaceError
 from neuface.io_utils import atomic_path
+from neuface.shots import frame_shapes
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +86,7 @@ def sequence_params(g: h5py.Group, vi: int, frames: np.ndarray, crop_size: int =
         "cam": take("cam").astype(np.float32),
         "pose": pose.astype(np.float32),
         "expr": take("expression").astype(np.float32),
-        "shapes": np.repeat(g["shape"][()][None].astype(np.float32), n, axis=0),
+        "shapes": frame_shapes(g)[frames].astype(np.float32),
         "landmarks2d": lmk_ndc.astype(np.float32),
     }
 
@@ -173,7 +174,7 @@ def _export_meshes(g: h5py.Group, vi: int, view: str, idx: np.ndarray, sequence:
 
     with torch.no_grad():
         out = flame(
-            shape=torch.from_numpy(g["shape"][()].astype(np.float64))[None].expand(len(idx), -1),
+            shape=torch.from_numpy(frame_shapes(g)[idx].astype(np.float64)),
             expression=take("expression"), global_pose=take("global_pose"), pose=take("pose"),
         )
     faces = flame.faces.cpu().numpy()

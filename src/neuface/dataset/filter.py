@@ -3,7 +3,9 @@
 The paper discards a sequence when ``||β||₂ > 1.0`` (identity far from the prior) or when the landmark detector
 failed to capture the face. We apply those two rules and a few more that a pipeline needs:
 
-* ``shape norm X > max`` — ``||β||₂`` above ``max_shape_norm`` (paper: 1.0);
+* ``shape norm X > max`` — ``||β||₂`` above ``max_shape_norm`` (paper: 1.0); a sequence of several shots
+  (:mod:`neuface.shots`) is judged by its largest ``||β||₂`` (every shot's identity must pass; the message names
+  the shot);
 * ``missing detections X > max`` — fraction of (frame, view) pairs with no detected face above
   ``max_missing_frac``;
 * ``NME X% > max`` — mean normalised error of the fit's projected 68 landmarks against the detections, on
@@ -12,7 +14,8 @@ failed to capture the face. We apply those two rules and a few more that a pipel
   which shrinks as the head turns). The eye-corner NME is recorded too (column ``nme_eye``) but not judged;
 * ``non-finite values in ...`` — NaN/inf anywhere they are not allowed (``landmarks`` may be NaN where
   ``detected`` is False);
-* ``too few frames``, ``malformed fit: ...``, ``unreadable fit file: ...``, ``annotator mismatch``;
+* ``too few frames``, ``malformed fit: ...`` (including inconsistent ``shots`` / ``shape_shots``),
+  ``unreadable fit file: ...``, ``annotator mismatch``;
 * ``upstream fit: <reason>`` — the fit stage itself recorded a failure;
 * ``no fit output`` — a sheet sequence without a fit file;
 * ``partial input: <codes>`` — only with ``partial_inputs='reject'``: the fit was made from less than the whole
@@ -21,7 +24,8 @@ failed to capture the face. We apply those two rules and a few more that a pipel
   and its codes are only recorded.
 
 Every line's ``warnings`` column holds the partial-input codes the fit file's status carries (``;``-joined,
-empty for none), whatever the decision, so a partial input never passes unseen.
+empty for none), whatever the decision, so a partial input never passes unseen; ``n_shots`` the number of shots
+(1 for an uncut sequence).
 
 Every sheet sequence gets exactly one manifest line (and so does a fit file whose sequence is not in the
 sheet: ``not in sample sheet``); nothing is dropped silently. The thresholds are written in the manifest's
@@ -53,6 +57,8 @@ from neuface.dataset.schema import (
     attr_str,
     attr_str_list,
     check_group,
+    check_shot_arrays,
+    sequence_shots,
 )
 from neuface.errors import NeufaceError, ShapeError
 from neuface.input_warnings import input_warnings
@@ -63,8 +69,11 @@ log = logging.getLogger(__name__)
 
 #: v2: ``nme`` is bounding-box normalised and ``nme_eye`` (eye-corner normalised, v1's ``nme``) was added.
 #: v3: the ``warnings`` column (partial-input codes). v2 manifests are read with empty warnings.
-MANIFEST_MAGIC = "# neuface.filter manifest v3"
+#: v4: the ``n_shots`` column (shots of the sequence). v2 / v3 manifests are read with ``n_shots`` 1 (no fit was
+#: cut into shots before v4).
+MANIFEST_MAGIC = "# neuface.filter manifest v4"
 _MANIFEST_V2 = "# neuface.filter manifest v2"
+_MANIFEST_V3 = "# neuface.filter manifest v3"
 #: What to do with a sequence made from a partial input: accept it with its warnings recorded, or reject it.
 PARTIAL_INPUT_POLICIES = ("flag", "reject")
 
@@ -111,6 +120,7 @@ class FilterRecord:
     reasons: list[str] = field(default_factory=list)
     n_frames: int = 0
     n_views: int = 0
+    n_shots: int = 0
     shape_norm: float = math.nan
     detected_frac: float = math.nan
     nme: float = math.nan
@@ -125,8 +135,8 @@ class FilterRecord:
         reasons = ";".join(" ".join(r.replace(";", ",").split()) for r in self.reasons)
         warnings = ";".join(" ".join(w.replace(";", ",").split()) for w in self.warnings)
         return [self.sequence, self.split, self.annotator, self.status, reasons, warnings, str(self.n_frames),
-                str(self.n_views), num(self.shape_norm), num(self.detected_frac), num(self.nme), num(self.nme_eye),
-                self.path]
+                str(self.n_views), str(self.n_shots), num(self.shape_norm), num(self.detected_frac),
+                num(self.nme), num(self.nme_eye), self.path]
 
 
 def evaluate_fit(path: str | os.PathLike, thresholds: FilterThresholds, annotator: str | None = None,
@@ -166,13 +176,18 @@ def _evaluate_open(f: h5py.File, rec: FilterRecord, th: FilterThresholds, annota
     problems, sizes = check_group(f, FIT_ARRAYS)
     if not problems and views and sizes["V"] != len(views):
         problems.append(f"{sizes['V']} views in the arrays but {len(views)} in attribute 'views'")
+    if not problems:
+        problems = check_shot_arrays(f, sizes)
     if problems:
         rec.reasons.append("malformed fit: " + ", ".join(problems))
         return
     rec.n_frames, rec.n_views = sizes["F"], sizes["V"]
+    rec.n_shots = len(sequence_shots(f))
     if rec.n_frames < th.min_frames:
         rec.reasons.append(f"too few frames: {rec.n_frames} < {th.min_frames}")
     arrays = {name: f[name][()] for name in FIT_ARRAYS}
+    if "shape_shots" in f:
+        arrays["shape_shots"] = f["shape_shots"][()]
     _judge_arrays(arrays, rec, th)
 
 
@@ -189,9 +204,16 @@ def _judge_arrays(a: dict[str, np.ndarray], rec: FilterRecord, th: FilterThresho
             bad.append(name)
     if bad:
         rec.reasons.append("non-finite values in " + ", ".join(bad))
-    rec.shape_norm = float(np.linalg.norm(a["shape"].astype(np.float64)))
+    if "shape_shots" in a:  # every shot's identity is judged; the record keeps the largest norm
+        norms = np.linalg.norm(a["shape_shots"].astype(np.float64), axis=1)
+        worst = int(np.argmax(np.nan_to_num(norms, nan=np.inf)))
+        rec.shape_norm = float(norms[worst])
+        where = f" (shot {worst} of {len(norms)})"
+    else:
+        rec.shape_norm = float(np.linalg.norm(a["shape"].astype(np.float64)))
+        where = ""
     if math.isfinite(rec.shape_norm) and rec.shape_norm > th.max_shape_norm:
-        rec.reasons.append(f"shape norm {rec.shape_norm:.3g} > {th.max_shape_norm:g}")
+        rec.reasons.append(f"shape norm {rec.shape_norm:.3g} > {th.max_shape_norm:g}{where}")
     rec.detected_frac = float(detected.mean()) if detected.size else 0.0
     missing = 1.0 - rec.detected_frac
     if missing > th.max_missing_frac:
@@ -268,10 +290,11 @@ def read_manifest(path: str | os.PathLike) -> tuple[list[dict[str, str]], dict[s
     meta: dict[str, Any] = {}
     lines = path.read_text(encoding="utf-8").splitlines()
     v2 = bool(lines) and lines[0] == _MANIFEST_V2
-    if lines and lines[0].startswith("# neuface.filter manifest v") and lines[0] != MANIFEST_MAGIC and not v2:
+    old = v2 or (bool(lines) and lines[0] == _MANIFEST_V3)
+    if lines and lines[0].startswith("# neuface.filter manifest v") and lines[0] != MANIFEST_MAGIC and not old:
         raise NeufaceError(f"{path} is a manifest of another version ({lines[0][2:]!r}, expected "
                            f"{MANIFEST_MAGIC[2:]!r}; v1 had an eye-corner NME): re-run neuface filter")
-    if not lines or (lines[0] != MANIFEST_MAGIC and not v2):
+    if not lines or (lines[0] != MANIFEST_MAGIC and not old):
         raise NeufaceError(f"{path} is not a filter manifest (first line should be {MANIFEST_MAGIC!r})")
     body = []
     for line in lines:
@@ -280,7 +303,8 @@ def read_manifest(path: str | os.PathLike) -> tuple[list[dict[str, str]], dict[s
             meta[key] = json.loads(value) if key == "thresholds" else value
         elif line.strip() and not line.startswith("#"):
             body.append(line)
-    columns = tuple(c for c in MANIFEST_COLUMNS if c != "warnings") if v2 else MANIFEST_COLUMNS
+    columns = tuple(c for c in MANIFEST_COLUMNS if c != "n_shots" or not old)
+    columns = tuple(c for c in columns if c != "warnings" or not v2)
     if not body or tuple(body[0].split("\t")) != columns:
         raise NeufaceError(f"manifest {path}: the column header should be {' '.join(columns)!r} (tabs)")
     rows = []
@@ -289,7 +313,8 @@ def read_manifest(path: str | os.PathLike) -> tuple[list[dict[str, str]], dict[s
         if len(cells) != len(columns):
             raise ShapeError(f"manifest {path}: row {n} has {len(cells)} fields, expected {len(columns)}")
         row = dict(zip(columns, cells, strict=True))
-        rows.append({c: row.get(c, "") for c in MANIFEST_COLUMNS})  # v2: no partial-input record: ""
+        # v2: no partial-input record (""); v2 / v3: every fit was one shot
+        rows.append({c: row.get(c, "1" if c == "n_shots" else "") for c in MANIFEST_COLUMNS})
     return rows, meta
 
 

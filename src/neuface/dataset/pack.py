@@ -32,6 +32,8 @@ from neuface.dataset.schema import (
     attr_str,
     attr_str_list,
     check_group,
+    check_shot_arrays,
+    sequence_shots,
     str_list,
 )
 from neuface.errors import NeufaceError
@@ -85,6 +87,8 @@ def _copy_sequence(fit_path: Path, out: h5py.Group, row: dict[str, str], storage
         status = read_status_attrs(src.attrs)
         fmt = attr_str(src.attrs.get("format", ""))
         problems, sizes = check_group(src, FIT_ARRAYS)
+        if not problems:
+            problems = check_shot_arrays(src, sizes)
         if fmt != FIT_FORMAT or not status.ok or problems:
             raise NeufaceError(
                 f"fit {fit_path} no longer matches the manifest (accepted, but format={fmt!r}, "
@@ -94,6 +98,13 @@ def _copy_sequence(fit_path: Path, out: h5py.Group, row: dict[str, str], storage
         for name in FIT_ARRAYS:
             _write_array(out, name, src[name][()], storage)
         _write_array(out, "frame_indices", np.arange(n_frames, dtype=np.int64), storage)
+        shots = sequence_shots(src)
+        if len(shots) > 1:  # a cut sequence: its shots and one β per shot (absent: one shot, as before)
+            out.create_dataset("shots", data=shots)
+            out.create_dataset("shape_shots", data=np.asarray(src["shape_shots"][()], dtype=np.float32))
+            for key in ("shot_reasons", "shot_identities"):
+                if key in src.attrs:
+                    out.attrs[key] = src.attrs[key]
         views = attr_str_list(src.attrs["views"])
         prov = {
             "flame_sha256": attr_str(src.attrs.get("flame_sha256", "")),
@@ -106,6 +117,7 @@ def _copy_sequence(fit_path: Path, out: h5py.Group, row: dict[str, str], storage
         a["n_views"] = len(views)
         a["fps"] = float(src.attrs.get("fps", float("nan")))
         a["n_frames"] = int(n_frames)
+        a["n_shots"] = len(shots)
         for key, value in prov.items():
             a[key] = value
         a["source"] = str(fit_path)

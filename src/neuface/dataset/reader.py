@@ -1,7 +1,9 @@
 """``NeuFaceH5``: a torch ``Dataset`` of fixed-length clips from a packed ``neuface.dataset`` file.
 
 One item is a window of ``clip_len`` consecutive frames of one view of one sequence. The clip index is built
-from group attributes only (``n_frames``, ``views``), so opening a large file is cheap. The HDF5 handle is
+from group attributes (``n_frames``, ``views``; and, for a cut sequence, its small ``shots`` array), so opening
+a large file is cheap. A sequence cut into shots (:mod:`neuface.shots`) has one identity β per shot: by default
+clips stay inside one shot, and every item carries the β of each of its frames. The HDF5 handle is
 opened lazily in the process that reads (and re-opened after a fork), and dropped when the dataset is pickled,
 so ``DataLoader(num_workers > 0)`` works with both ``fork`` and ``spawn``.
 """
@@ -23,6 +25,7 @@ from torch.utils.data import Dataset
 
 from neuface.dataset.schema import DATASET_FORMAT, attr_str, attr_str_list, sequence_warnings
 from neuface.errors import NeufaceError
+from neuface.shots import check_shots, frame_shapes, shot_of_frame, single_shot
 
 log = logging.getLogger(__name__)
 
@@ -49,11 +52,16 @@ class NeuFaceH5(Dataset):
             FLAME model path (then ``embedding`` may give the landmark embedding path).
         embedding: landmark embedding path, used when ``flame`` is a path.
         dtype: floating dtype of the returned tensors (``crop_transforms`` included).
+        split_shots: clips never cross a shot boundary of a cut sequence (``clip_len=None``: one item per shot);
+            False: windows over the whole sequence, as for an uncut one. Uncut sequences are the same either way.
 
-    Item (dict): ``shape`` (S,), ``expression`` (N, E), ``global_pose`` (N, 3), ``pose`` (N, 12), ``cam``
-    (N, 3), ``crop_transforms`` (N, 3, 3), ``landmarks`` / ``landmarks_pred`` (N, 68, 2), ``detected`` (N,)
-    bool, ``frame_indices`` (N,) int64, ``sequence`` (str), ``view`` (str), ``start`` (int); plus
-    ``vertices`` / ``landmarks3d`` when requested.
+    Item (dict): ``shape`` (S,) (the β of the clip's first frame's shot: the sequence's β when it is uncut),
+    ``shapes`` (N, S) (the β of every frame), ``shot`` (N,) int64 (the shot index of every frame),
+    ``expression`` (N, E), ``global_pose`` (N, 3), ``pose`` (N, 12), ``cam`` (N, 3), ``crop_transforms``
+    (N, 3, 3), ``landmarks`` / ``landmarks_pred`` (N, 68, 2), ``detected`` (N,) bool, ``frame_indices`` (N,)
+    int64, ``sequence`` (str), ``view`` (str), ``start`` (int); plus ``vertices`` / ``landmarks3d`` (computed
+    with each frame's β) when requested. ``shots`` maps every sequence to its shot bounds (S, 2) ``[start,
+    stop)`` (one row for an uncut sequence).
 
     ``warnings`` maps every sequence of the file to its partial-input codes (``[]`` for a complete input; e.g.
     ``["truncated_decode:front:75/270"]``, see :mod:`neuface.input_warnings`); ``sequence_warnings(name)`` reads
@@ -63,8 +71,11 @@ class NeuFaceH5(Dataset):
 
     def __init__(self, path: str | os.PathLike, clip_len: int | None = 16, stride: int | None = None,
                  views: list[str] | None = None, with_vertices: bool = False, flame: Any = None,
-                 embedding: str | os.PathLike | None = None, dtype: torch.dtype = torch.float32) -> None:
+                 embedding: str | os.PathLike | None = None, dtype: torch.dtype = torch.float32,
+                 split_shots: bool = True) -> None:
         self.path = Path(path)
+        self.split_shots = split_shots
+        self.shots: dict[str, np.ndarray] = {}
         if clip_len is not None and clip_len < 1:
             raise NeufaceError(f"clip_len must be >= 1, got {clip_len}")
         self.clip_len = clip_len
@@ -81,7 +92,7 @@ class NeuFaceH5(Dataset):
         self.flame = self._make_flame(flame, embedding) if with_vertices else None
 
     # ------------------------------------------------------------------------------------------- index
-    def _build_index(self, views: list[str] | None) -> tuple[list[tuple[str, int, str, int]], int, int, dict]:
+    def _build_index(self, views: list[str] | None) -> tuple[list[tuple[str, int, str, int, int]], int, int, dict]:
         try:
             f = h5py.File(self.path, "r")
         except OSError as exc:
@@ -92,25 +103,40 @@ class NeuFaceH5(Dataset):
                 raise NeufaceError(f"{self.path} is not a {DATASET_FORMAT} file (format={fmt!r})")
             attrs = {k: (attr_str_list(v) if isinstance(v, np.ndarray) and v.ndim else v) for k, v in f.attrs.items()}
             n_shape, n_exp = int(self._attr(f, "n_shape")), int(self._attr(f, "n_exp"))
-            index: list[tuple[str, int, str, int]] = []
+            index: list[tuple[str, int, str, int, int]] = []
             wanted = None if views is None else set(views)
             skipped = 0
             for name in self._member(f, "sequences"):
                 g = self._member(f, f"sequences/{name}")
                 n_frames = int(self._attr(g, "n_frames"))
                 self.warnings[name] = sequence_warnings(g)
-                length = n_frames if self.clip_len is None else self.clip_len
+                self.shots[name] = self._sequence_shots(g, n_frames)
+                ranges = self.shots[name] if self.split_shots else [(0, n_frames)]
                 for vi, view in enumerate(attr_str_list(self._attr(g, "views"))):
                     if wanted is not None and view not in wanted:
                         continue
-                    if n_frames < length or n_frames == 0:
-                        skipped += 1
-                        continue
-                    index += [(name, vi, view, s) for s in range(0, n_frames - length + 1, self.stride)]
+                    for first, last in ranges:
+                        n = int(last) - int(first)
+                        length = n if self.clip_len is None else self.clip_len
+                        if n < length or n == 0:
+                            skipped += 1
+                            continue
+                        index += [(name, vi, view, int(first) + s, int(first) + s + length)
+                                  for s in range(0, n - length + 1, self.stride)]
         if skipped:
-            log.info("%s: %d (sequence, view) pairs shorter than clip_len=%s skipped", self.path, skipped,
-                     self.clip_len)
+            log.info("%s: %d (sequence, view%s) pairs shorter than clip_len=%s skipped", self.path, skipped,
+                     ", shot" if self.split_shots else "", self.clip_len)
         return index, n_shape, n_exp, attrs
+
+    def _sequence_shots(self, g: h5py.Group, n_frames: int) -> np.ndarray:
+        """Shot bounds (S, 2) of a packed sequence; one shot when it has none (uncut, or packed before shots)."""
+        if "shots" not in g:
+            return single_shot(n_frames)
+        with self._reading(f"{g.name}/shots"):
+            try:
+                return check_shots(g["shots"][()], n_frames)
+            except NeufaceError as exc:
+                raise NeufaceError(f"{self.path}: {g.name}/shots: {exc}") from None
 
     def _make_flame(self, flame: Any, embedding: str | os.PathLike | None):
         from neuface.flame import FlameLayer
@@ -178,6 +204,8 @@ class NeuFaceH5(Dataset):
         if handles is None:
             g = self._member(f, f"sequences/{name}")
             handles = {key: self._member(g, key) for key in ("shape", *CLIP_ARRAYS)}
+            if "shape_shots" in g:  # a cut sequence (its shots are in self.shots)
+                handles["shape_shots"] = self._member(g, "shape_shots")
             self._groups[name] = handles
             if len(self._groups) > OPEN_SEQUENCES:
                 self._groups.popitem(last=False)
@@ -214,14 +242,25 @@ class NeuFaceH5(Dataset):
 
     def clips(self) -> list[tuple[str, str, int]]:
         """``(sequence, view, start)`` of every item, in item order."""
-        return [(s, v, st) for s, _, v, st in self._index]
+        return [(s, v, st) for s, _, v, st, _ in self._index]
+
+    def _frame_shapes(self, name: str, g: dict[str, h5py.Dataset], start: int, stop: int
+                      ) -> tuple[np.ndarray, np.ndarray]:
+        """β of frames ``[start, stop)`` (N, S) and their shot indices (N,) (:func:`neuface.shots.frame_shapes`)."""
+        bounds = self.shots[name]
+        n_frames = int(bounds[-1, 1])
+        fit: dict[str, Any] = {"shape": g["shape"][()], "expression": np.empty((n_frames, 0))}
+        if len(bounds) > 1:
+            if "shape_shots" not in g:
+                raise NeufaceError(f"{self.path}: /sequences/{name} has shots but no shape_shots (corrupted file)")
+            fit.update(shots=bounds, shape_shots=g["shape_shots"][()])
+        return frame_shapes(fit)[start:stop], shot_of_frame(bounds, n_frames)[start:stop]
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         if not -len(self) <= i < len(self):
             raise IndexError(f"clip {i} out of range for {len(self)} clips")
-        name, vi, view, start = self._index[i]
+        name, vi, view, start, stop = self._index[i]
         g = self._datasets(name)
-        stop = start + (self.clip_len or int(g["frame_indices"].shape[0]))
         item: dict[str, Any] = {}
         for key in ("shape", *CLIP_ARRAYS):
             with self._reading(f"/sequences/{name}/{key}"):
@@ -237,6 +276,12 @@ class NeuFaceH5(Dataset):
                                    f"n_frames needs at least {stop} (corrupted file)")
             arr = torch.from_numpy(np.ascontiguousarray(arr))
             item[key] = arr.to(self.dtype) if arr.is_floating_point() else arr
+        with self._reading(f"/sequences/{name}/shape_shots"):
+            shapes, shot = self._frame_shapes(name, g, start, stop)
+        item["shapes"] = torch.from_numpy(np.ascontiguousarray(shapes)).to(self.dtype)
+        item["shot"] = torch.from_numpy(shot)
+        if len(self.shots[name]) > 1:
+            item["shape"] = item["shapes"][0].clone()
         item.update(sequence=name, view=view, start=start)
         if self.flame is not None:
             item.update(self._flame_outputs(item))
@@ -247,7 +292,7 @@ class NeuFaceH5(Dataset):
         n = item["expression"].shape[0]
         layer_dtype = self.flame.v_template.dtype
         out = self.flame(
-            shape=item["shape"].to(layer_dtype).expand(n, -1),
+            shape=item["shapes"].to(layer_dtype).reshape(n, -1),
             expression=item["expression"].to(layer_dtype),
             global_pose=item["global_pose"].to(layer_dtype),
             pose=item["pose"].to(layer_dtype),

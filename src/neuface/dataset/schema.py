@@ -47,6 +47,14 @@ DATASET_DTYPES: dict[str, np.dtype] = {
     "landmarks_pred": np.dtype(np.float32),
     "detected": np.dtype(bool),
     "frame_indices": np.dtype(np.int64),
+    "shots": np.dtype(np.int64),
+    "shape_shots": np.dtype(np.float32),
+}
+
+#: Optional arrays of a sequence of several shots (fit file and packed group; absent: one shot of all frames).
+SHOT_ARRAYS: dict[str, tuple[tuple[int | str, ...], str]] = {
+    "shots": (("K", 2), "i"),
+    "shape_shots": (("K", "S"), "f"),
 }
 
 #: Arrays that may hold NaN where ``detected`` is False (the detections themselves).
@@ -62,10 +70,11 @@ DATASET_ROOT_ATTRS = (
 SEQUENCE_ATTRS = ("views", "fps", "n_frames")
 
 #: Columns of the filter manifest, in order (``nme``: bounding-box normalised, judged; ``nme_eye``: eye-corner
-#: normalised, recorded only; ``warnings``: ``;``-joined partial-input codes, :mod:`neuface.input_warnings`).
+#: normalised, recorded only; ``warnings``: ``;``-joined partial-input codes, :mod:`neuface.input_warnings`;
+#: ``n_shots``: shots of the sequence, :mod:`neuface.shots`; ``shape_norm``: the largest ‖β‖₂ of its shots).
 MANIFEST_COLUMNS = (
-    "sequence", "split", "annotator", "status", "reasons", "warnings", "n_frames", "n_views", "shape_norm",
-    "detected_frac", "nme", "nme_eye", "path",
+    "sequence", "split", "annotator", "status", "reasons", "warnings", "n_frames", "n_views", "n_shots",
+    "shape_norm", "detected_frac", "nme", "nme_eye", "path",
 )
 ACCEPTED = "accepted"
 REJECTED = "rejected"
@@ -138,6 +147,35 @@ def sequence_warnings(group: Any) -> list[str]:
     return [w for w in attr_str_list(group.attrs["warnings"]) if w]
 
 
+def check_shot_arrays(group: Any, sizes: dict[str, int]) -> list[str]:
+    """Problems of the optional ``shots`` / ``shape_shots`` of a fit or packed group (``sizes`` from
+    :func:`check_group`: ``F`` frames, ``S`` identity coefficients); none when both are absent."""
+    present = [name for name in SHOT_ARRAYS if name in group]
+    if not present:
+        return []
+    if len(present) != len(SHOT_ARRAYS):
+        return [f"{present[0]!r} without {[n for n in SHOT_ARRAYS if n not in present][0]!r}"]
+    problems, _ = check_group(group, SHOT_ARRAYS, {"S": sizes["S"]} if "S" in sizes else {})
+    if problems:
+        return problems
+    from neuface.errors import NeufaceError
+    from neuface.shots import check_shots
+
+    try:
+        check_shots(group["shots"][()], sizes.get("F", -1))
+    except NeufaceError as exc:
+        return [f"'shots': {exc}"]
+    return []
+
+
+def sequence_shots(group: Any) -> np.ndarray:
+    """Shot bounds (S, 2) int64 ``[start, stop)`` of a fit file or packed ``/sequences/<id>`` group: its
+    ``shots``, or one shot of all ``expression`` frames when there is none (:mod:`neuface.shots`)."""
+    if "shots" in group:
+        return np.asarray(group["shots"][()], dtype=np.int64)
+    return np.array([[0, int(group["expression"].shape[0])]], dtype=np.int64)
+
+
 def str_list(values: list[str]) -> np.ndarray:
     """A list of ``str`` as a variable-length UTF-8 string array attribute."""
     import h5py
@@ -159,9 +197,12 @@ __all__ = [
     "REJECTED",
     "SEQUENCE_ARRAYS",
     "SEQUENCE_ATTRS",
+    "SHOT_ARRAYS",
     "attr_str",
     "attr_str_list",
     "check_group",
+    "check_shot_arrays",
+    "sequence_shots",
     "sequence_warnings",
     "str_list",
 ]

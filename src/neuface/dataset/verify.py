@@ -2,8 +2,9 @@
 
 Checks: the file opens (a truncated or corrupted HDF5 file makes h5py raise ``OSError``: reported, not raised),
 root attributes, ``n_sequences`` equals the number of groups, every sequence's arrays exist with consistent
-shapes and dtypes, attributes agree with shapes (``n_frames``, ``views``), every value is finite (``landmarks``
-may be NaN where ``detected`` is False), and all sequences share ``n_shape`` / ``n_exp``. Data are read one
+shapes and dtypes (a cut sequence's ``shots`` cover its frames and ``shape_shots`` has one β per shot),
+attributes agree with shapes (``n_frames``, ``views``, ``n_shots``), every value is finite (``landmarks`` may be
+NaN where ``detected`` is False), and all sequences share ``n_shape`` / ``n_exp``. Data are read one
 sequence at a time, so memory stays bounded.
 """
 
@@ -26,9 +27,12 @@ from neuface.dataset.schema import (
     FIT_FORMAT,
     NAN_WHERE_UNDETECTED,
     SEQUENCE_ATTRS,
+    SHOT_ARRAYS,
     attr_str,
     attr_str_list,
     check_group,
+    check_shot_arrays,
+    sequence_shots,
 )
 
 log = logging.getLogger(__name__)
@@ -74,6 +78,8 @@ def _check_values(group: h5py.Group, names: tuple[str, ...] | list[str], where: 
 def _verify_sequence(name: str, g: h5py.Group, report: VerifyReport, dims: dict[str, int]) -> None:
     where = f"/sequences/{name}"
     problems, sizes = check_group(g, DATASET_ARRAYS)
+    if not problems:
+        problems = check_shot_arrays(g, sizes)
     report.problems += [f"{where}: {p}" for p in problems]
     missing = [a for a in SEQUENCE_ATTRS if a not in g.attrs]
     if missing:
@@ -89,10 +95,13 @@ def _verify_sequence(name: str, g: h5py.Group, report: VerifyReport, dims: dict[
         label = {"S": "n_shape", "E": "n_exp"}[key]
         if label in dims and dims[label] != sizes[key]:
             report.problems.append(f"{where}: {label}={sizes[key]} but the file says {dims[label]}")
+    if "n_shots" in g.attrs and int(g.attrs["n_shots"]) != len(sequence_shots(g)):
+        report.problems.append(f"{where}: attribute n_shots={int(g.attrs['n_shots'])} but {len(sequence_shots(g))} "
+                               "shot(s) stored")
     fi = g["frame_indices"][()]
     if fi.size > 1 and not (np.diff(fi) > 0).all():
         report.problems.append(f"{where}/frame_indices: not strictly increasing")
-    report.problems += _check_values(g, list(DATASET_ARRAYS), where)
+    report.problems += _check_values(g, list(DATASET_ARRAYS) + [k for k in SHOT_ARRAYS if k in g], where)
     report.n_frames += sizes["F"]
 
 
@@ -126,10 +135,12 @@ def _verify_fit(f: h5py.File, report: VerifyReport) -> None:
         report.n_sequences = 0
         return
     problems, sizes = check_group(f, FIT_ARRAYS)
+    if not problems:
+        problems = check_shot_arrays(f, sizes)
     report.problems += problems
     if not problems:
         report.n_sequences, report.n_frames = 1, sizes["F"]
-        report.problems += _check_values(f, list(FIT_ARRAYS), "")
+        report.problems += _check_values(f, list(FIT_ARRAYS) + [k for k in SHOT_ARRAYS if k in f], "")
 
 
 def verify_file(path: str | os.PathLike) -> VerifyReport:

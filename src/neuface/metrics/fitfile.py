@@ -24,7 +24,7 @@ __all__ = ["FIT_FORMAT", "read_fit_arrays", "write_fit_file"]
 
 FIT_FORMAT = "neuface.fit"
 _ARRAYS = ("shape", "expression", "global_pose", "pose", "cam", "crop_transforms", "landmarks", "detected",
-           "landmarks_pred")
+           "landmarks_pred", "shots", "shape_shots")
 _ATTRS = ("annotator", "fps", "encoder_id", "config_hash", "wall_time_s", "peak_memory_bytes", "device",
           "crop_size", "flame_sha256", "n_frames")
 
@@ -43,7 +43,8 @@ def read_fit_arrays(path: str | os.PathLike) -> dict[str, Any]:
     Returns:
         dict with ``status`` (:class:`~neuface.status.StageStatus`), ``views`` (list), ``attrs`` (dict of the
         documented root attributes present), ``losses`` (name → (T,) array) and, for an ok fit, every array
-        of :data:`_ARRAYS` present in the file (numpy).
+        of :data:`_ARRAYS` present in the file (numpy; ``shots`` / ``shape_shots`` only in fits of several
+        shots: :func:`neuface.shots.frame_shapes` gives the β of every frame either way).
     Raises:
         NeufaceError: missing file, wrong format, or an ok fit without its parameter arrays.
     """
@@ -72,11 +73,13 @@ def write_fit_file(path: str | os.PathLike, *, sequence: str, annotator: str, vi
                    cam: np.ndarray | None = None, crop_transforms: np.ndarray | None = None,
                    landmarks: np.ndarray | None = None, detected: np.ndarray | None = None,
                    landmarks_pred: np.ndarray | None = None, losses: dict[str, np.ndarray] | None = None,
-                   fps: float = 25.0, status: StageStatus | None = None, crop_size: int = 224) -> Path:
+                   fps: float = 25.0, status: StageStatus | None = None, crop_size: int = 224,
+                   shots: np.ndarray | None = None, shape_shots: np.ndarray | None = None) -> Path:
     """Write a ``neuface.fit`` v1 file (layout of docs/formats.md) from arrays; a failed status writes no data.
 
     Shapes: shape (n_shape,), expression (F, V, n_exp), global_pose (F, V, 3), pose (F, V, 12), cam (F, V, 3),
-    crop_transforms (F, V, 3, 3), landmarks / landmarks_pred (F, V, 68, 2), detected (F, V).
+    crop_transforms (F, V, 3, 3), landmarks / landmarks_pred (F, V, 68, 2), detected (F, V); several shots:
+    shots (S, 2) int ``[start, stop)`` and shape_shots (S, n_shape) (their reasons are written as ``cut``).
     """
     n_f, n_v = expression.shape[:2]
     if len(views) != n_v:
@@ -102,6 +105,11 @@ def write_fit_file(path: str | os.PathLike, *, sequence: str, annotator: str, vi
             f.create_dataset("crop_transforms", data=np.asarray(crop_transforms, dtype=np.float64))
         if detected is not None:
             f.create_dataset("detected", data=np.asarray(detected, dtype=bool))
+        if shots is not None:
+            f.create_dataset("shots", data=np.asarray(shots, dtype=np.int64))
+            f.create_dataset("shape_shots", data=np.asarray(shape_shots, dtype=np.float32))
+            f.attrs["shot_reasons"] = str_list_attr(["start"] + ["cut"] * (len(shots) - 1))
+            f.attrs["shot_identities"] = np.arange(len(shots), dtype=np.int64)
         for name, curve in (losses or {}).items():
             f.create_dataset(f"losses/{name}", data=np.asarray(curve, dtype=np.float32))
     return Path(path)

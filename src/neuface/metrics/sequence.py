@@ -6,6 +6,10 @@ root joint rotates the whole mesh about the root joint ``J0`` and pose correctiv
 ``posed = R(r) (C - J0) + J0`` (the 68 "3D" landmarks are barycentric, so the same holds for them). Frames are
 processed in chunks; MSI accumulates shifted first/second moments of the accelerations in float64, so memory
 does not grow with the sequence length.
+
+A fit of several shots (:mod:`neuface.shots`) is evaluated with each frame's own β
+(:func:`neuface.shots.frame_shapes`), and MSI pools only the accelerations whose three frames lie in one shot:
+nothing is differenced across a cut.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from neuface.metrics.core import (
     nme_per_sample,
 )
 from neuface.metrics.fitfile import read_fit_arrays
+from neuface.shots import frame_shapes, within_shot
 
 log = logging.getLogger(__name__)
 
@@ -170,7 +175,10 @@ def sequence_metrics(fit_path: str | os.PathLike, flame_layer, gt_path: str | os
     def t(a: np.ndarray) -> torch.Tensor:
         return torch.as_tensor(np.ascontiguousarray(a), dtype=dtype, device=device)
 
-    shape = t(_fit_params(fit["shape"], flame_layer.n_shape, "shape"))
+    shapes = t(_fit_params(frame_shapes(fit), flame_layer.n_shape, "shape"))  # (F, n_shape): β per frame
+    accel_ok = None  # (F - 2,) True where frames t .. t + 2 lie in one shot; None: one shot
+    if "shots" in fit:
+        accel_ok = torch.as_tensor(within_shot(fit["shots"], n_f, 3))
     expression = _fit_params(exp_all, flame_layer.n_exp, "expression")
     gt = None
     if gt_path is not None:
@@ -192,7 +200,8 @@ def sequence_metrics(fit_path: str | os.PathLike, flame_layer, gt_path: str | os
             b = (stop - start) * n_v
             exp_c = t(expression[start:stop]).reshape(b, -1)
             pose_c = t(fit["pose"][start:stop]).reshape(b, -1)
-            verts, lmk3d, root = _canonical(flame_layer, shape.expand(b, -1), exp_c, pose_c)
+            shape_c = shapes[start:stop, None].expand(-1, n_v, -1).reshape(b, -1)  # frame-major, like exp_c
+            verts, lmk3d, root = _canonical(flame_layer, shape_c, exp_c, pose_c)
             rot = axis_angle_to_matrix(t(fit["global_pose"][start:stop]).reshape(b, 3))
 
             pl = _posed_mm(lmk3d, rot, root, n_v)
@@ -200,8 +209,12 @@ def sequence_metrics(fit_path: str | os.PathLike, flame_layer, gt_path: str | os
             if prev_l is not None:
                 pl, pv = torch.cat([prev_l, pl]), torch.cat([prev_v, pv])
             if pl.shape[0] >= 3:
-                mom_l.add(pl[2:] - 2.0 * pl[1:-1] + pl[:-2])
-                mom_v.add(pv[2:] - 2.0 * pv[1:-1] + pv[:-2])
+                acc_l, acc_v = pl[2:] - 2.0 * pl[1:-1] + pl[:-2], pv[2:] - 2.0 * pv[1:-1] + pv[:-2]
+                if accel_ok is not None:  # accelerations of frames first .. first + 2, first = stop - len(pl)
+                    keep = accel_ok[stop - pl.shape[0]: stop - 2].to(acc_l.device)
+                    acc_l, acc_v = acc_l[keep], acc_v[keep]
+                mom_l.add(acc_l)
+                mom_v.add(acc_v)
             prev_l, prev_v = pl[-2:], pv[-2:]
             canon = verts.reshape(stop - start, n_v, -1, 3)
             if n_v > 1:
@@ -220,11 +233,13 @@ def sequence_metrics(fit_path: str | os.PathLike, flame_layer, gt_path: str | os
 
     metrics: dict[str, float | None] = {k: None for k in UNITS}
     per_view: dict[str, dict[str, float]] = {}
-    if n_f >= 4:
+    if n_f >= 4 and mom_l.n > 0:
         for key, mom in (("msi3d_l", mom_l), ("msi3d_v", mom_v)):
             per = msi_from_variance(mom.variance(), msi_eps).cpu()
             per_view[key] = dict(zip(views, per.tolist(), strict=True))
             metrics[key] = float(per.mean())
+    elif n_f >= 4:
+        log.warning("%s: no shot has 3 frames, MSI needs accelerations within a shot", status.sequence)
     else:
         log.warning("%s: %d frame(s), MSI needs at least 4", status.sequence, n_f)
     if n_v > 1:

@@ -10,7 +10,8 @@ NDC and the crop transform ``T`` (frame pixels → crop pixels, ``x_c = k x + c`
 
 :class:`FrameCamera` applies this chain (weak perspective → crop pixels → the affine ``A = G T⁻¹``), so the
 mesh is rasterized directly in tile pixels (no warping of rendered crops). Depth stays ``-s Z`` (only its order
-matters to the z-buffer; ``A`` has a positive determinant so triangle winding is kept).
+matters to the z-buffer; ``A`` has a positive determinant so triangle winding is kept). Each frame's mesh uses
+its shot's identity β (:func:`neuface.shots.frame_shapes`).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from neuface.errors import NeufaceError
 from neuface.geometry.camera import ndc_to_pixels, weak_perspective_project
 from neuface.geometry.crop import apply_transform, invert_transform
 from neuface.metrics.fitfile import read_fit_arrays
+from neuface.shots import frame_shapes
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +111,7 @@ def _render_chunk(fit: dict, flame, j: int, start: int, stop: int, bg: torch.Ten
     def param(key: str, width: int | None = None) -> torch.Tensor:
         return torch.as_tensor(fit[key][start:stop, j, :width], dtype=dtype)
 
-    shape = torch.as_tensor(fit["shape"][: flame.n_shape], dtype=dtype).expand(b, -1)
+    shape = torch.as_tensor(fit["frame_shapes"][start:stop, : flame.n_shape], dtype=dtype)  # each frame's shot β
     with torch.no_grad():
         out = flame(shape=shape, expression=param("expression", flame.n_exp), global_pose=param("global_pose"),
                     pose=param("pose"))
@@ -153,6 +155,7 @@ def render_overlay(fit_path: str | os.PathLike, frames_path: str | os.PathLike, 
     for key in ("cam", "crop_transforms"):
         if key not in fit:
             raise NeufaceError(f"{fit_path} has no {key!r}: cannot place the mesh in the frames")
+    fit["frame_shapes"] = frame_shapes(fit)  # (F, n_shape): one β per shot of a cut sequence
     views = fit["views"]
     crop_size = int(fit["attrs"].get("crop_size", 224))
     dtype = flame.v_template.dtype
