@@ -405,6 +405,43 @@ def test_each_shot_is_fitted_with_its_own_identity(two_people, tmp_path, annotat
     assert list(ckpt.parent.iterdir()) == []  # the shot checkpoints are removed once the fit is written
 
 
+class _StopAfter:
+    """A stop signal that is requested at its ``n``-th poll (one poll per optimisation step)."""
+
+    def __init__(self, n: int) -> None:
+        self.n, self.polls = n, 0
+
+    @property
+    def requested(self) -> bool:
+        self.polls += 1
+        return self.polls >= self.n
+
+
+def test_a_preempted_fit_of_several_shots_resumes_in_its_shot(two_people, tmp_path):
+    from neuface.fitting import api
+    from neuface.fitting.checkpoint import Preempted
+    from neuface.fitting.config import resolve_annotator
+    from neuface.fitting.output import read_fit
+
+    settings = resolve_annotator("neuface", {"progress": False, "n_passes": 2, "min_passes": 1, "window_frames": 3,
+                                             "checkpoint_every": 100})
+    args = (two_people["crops"], two_people["landmarks"], two_people["flame"], two_people["embedding"], "neuface",
+            settings)
+    ckpt = tmp_path / "ckpt" / "two.pt"
+    api.run_fit(*args, tmp_path / "whole.h5", encoder=_tiny_encoder())
+    steps_per_shot = read_fit(tmp_path / "whole.h5")["status"].details["shots"][0]["n_steps"]
+    with pytest.raises(Preempted):
+        api.run_fit(*args, tmp_path / "cut.h5", checkpoint=ckpt, encoder=_tiny_encoder(),
+                    stop=_StopAfter(steps_per_shot + 2))  # stopped in the second shot
+    assert sorted(p.name for p in ckpt.parent.iterdir()) == ["two.shot1.pt"]
+    assert not (tmp_path / "cut.h5").exists()
+    api.run_fit(*args, tmp_path / "cut.h5", checkpoint=ckpt, encoder=_tiny_encoder())
+    whole, resumed = read_fit(tmp_path / "whole.h5"), read_fit(tmp_path / "cut.h5")
+    for key in ("shape_shots", "expression", "global_pose", "cam", "landmarks_pred"):
+        assert np.allclose(whole[key], resumed[key], atol=1e-6), key
+    assert list(ckpt.parent.iterdir()) == []
+
+
 def test_shots_reach_the_manifest_the_packed_file_the_reader_and_the_metrics(two_people, tmp_path):
     from neuface.dataset import NeuFaceH5
     from neuface.dataset.export import export_sequence
