@@ -1,6 +1,6 @@
 """Pre-trained builtin-encoder weights shipped with the package, keyed by the head model they were trained on.
 
-Pre-training the builtin encoder into a credible prior takes ~15 min on 2 CPU cores, longer than ``make demo``
+Pre-training the builtin encoder into a credible prior takes 15-30 min on 2 CPU cores, longer than ``make demo``
 may take. So the package ships weights trained on the default synthetic kit (``data/encoders/*.pt``), each with
 a record (``*.json``): the sha256 of the FLAME-format model file, a content hash of the landmark embedding (its
 arrays: the kit's ``.npy`` is not byte-identical across builds because torch's pickle embeds memory addresses),
