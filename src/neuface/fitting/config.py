@@ -61,8 +61,8 @@ class AnnotatorSettings:
     lr: float = 2e-5
     n_passes: int = 100
     min_passes: int = 3
-    converge_tol: float = 0.01
-    patience: int = 2
+    converge_tol: float = 0.003
+    patience: int = 3
     lr_schedule: str = "plateau"
     lr_decay: float = 0.5
     lr_min_factor: float = 0.05
