@@ -7,6 +7,11 @@ schedule (passes until the per-pass L2D stops improving, lr decay at plateaus, w
 official one (``neuface_paper``: 100 passes over windows of 20 frames at a constant lr; the builtin encoder's lr
 is used for both so only the schedule differs). Rows: Adam steps, wall time (value = default, reference =
 official, ratio = default / official) and the NME against the true landmarks (bbox-normalised %) of both.
+
+E-step cost (issue: an E-step for free): the default fit reuses the M-step's predictions as the next pass's
+targets (``e_step: reuse``); the same fit with ``e_step: separate`` (a no-grad pass over the sequence before
+every pass, the previous behaviour) is the reference for the wall time per sequence, and the time of one
+separate E-step pass, measured alone, is the reference for the E-step cost per pass (reuse pays it once per fit).
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ from neuface.fitting.config import resolve_annotator
 from neuface.fitting.data import load_sequence
 from neuface.fitting.demo_data import write_synthetic_sequence
 from neuface.fitting.forward import predict_landmarks_px
-from neuface.fitting.neuface import fit_neuface
+from neuface.fitting.neuface import e_step, fit_neuface
 from neuface.flame import FlameLayer
 from neuface.metrics.core import nme
 from neuface.pretrain_settings import PretrainSettings
@@ -37,14 +42,23 @@ log = logging.getLogger("benchmarks.bench_convergence")
 LR = 2e-4  # the builtin encoder's lr (config/config.yaml fitting.common)
 
 
-def _fit(encoder, flame, seq, overrides: dict) -> tuple[int, float, np.ndarray]:
+def _fit(encoder, flame, seq, overrides: dict) -> tuple[int, float, np.ndarray, int]:
     settings = resolve_annotator(overrides.pop("annotator"), {"progress": False, "lr": LR, **overrides})
     enc = copy.deepcopy(encoder)
     t0 = time.perf_counter()
     out = fit_neuface(enc, flame, seq, settings, torch.device("cpu"))
     wall = time.perf_counter() - t0
     lmk = predict_landmarks_px(flame, out.params, seq.transforms, seq.crop_size)
-    return out.n_steps, wall, lmk
+    return out.n_steps, wall, lmk, out.details["passes"]
+
+
+def _e_step_seconds(encoder, flame, seq) -> float:
+    """Wall time of one separate (no-grad) E-step pass over the sequence with the default settings."""
+    settings = resolve_annotator("neuface", {"progress": False})
+    enc = copy.deepcopy(encoder).eval()
+    t0 = time.perf_counter()
+    e_step(enc, flame, seq, settings, torch.device("cpu"), enc.input_size)
+    return time.perf_counter() - t0
 
 
 def run(quick: bool = False) -> list[dict]:
@@ -68,12 +82,14 @@ def run(quick: bool = False) -> list[dict]:
                                              noise_px=1.0, seed=7, sequence=name)
             seq = load_sequence(synth.crops, synth.landmarks)
             gt = torch.as_tensor(synth.landmarks_gt)
-            res = {}
-            for label, overrides in (("default", default), ("official", official)):
-                steps, wall, lmk = _fit(encoder, flame, seq, dict(overrides))
+            res, passes = {}, {}
+            separate = {**default, "e_step": "separate"}
+            for label, overrides in (("default", default), ("official", official), ("separate", separate)):
+                steps, wall, lmk, passes[label] = _fit(encoder, flame, seq, dict(overrides))
                 res[label] = (steps, wall, nme(torch.as_tensor(lmk), gt))
                 log.info("%s %s: %d steps, %.1f s, NME %.3f %%", name, label, *res[label])
-            (s_d, t_d, n_d), (s_o, t_o, n_o) = res["default"], res["official"]
+            (s_d, t_d, n_d), (s_o, t_o, n_o), (_, t_s, n_s) = res["default"], res["official"], res["separate"]
+            t_e = _e_step_seconds(encoder, flame, seq)
             what = f"{name} {n_frames} frames"
             rows += [
                 {"name": f"neuface steps to convergence, {what} (ref: official 100 passes x windows of 20)",
@@ -82,5 +98,12 @@ def run(quick: bool = False) -> list[dict]:
                  "unit": "s", "reference": t_o, "ratio": t_d / t_o},
                 {"name": f"neuface NME vs true landmarks, {what} (ref: official schedule)", "value": n_d,
                  "unit": "% bbox", "reference": n_o, "ratio": n_d / n_o},
+                {"name": f"E-step cost per pass, {what} (ref: a separate no-grad pass every pass)",
+                 "value": t_e / max(1, passes["default"]), "unit": "s/pass", "reference": t_e,
+                 "ratio": 1.0 / max(1, passes["default"])},
+                {"name": f"neuface wall time per sequence, {what} (ref: same fit, separate E-step pass)",
+                 "value": t_d, "unit": "s", "reference": t_s, "ratio": t_d / t_s},
+                {"name": f"neuface NME vs true landmarks, {what} (ref: same fit, separate E-step pass)",
+                 "value": n_d, "unit": "% bbox", "reference": n_s, "ratio": n_d / n_s},
             ]
     return rows

@@ -19,6 +19,7 @@ from neuface.errors import NeufaceError
 METHODS = ("neuface", "regress", "flamefit")
 LR_SCHEDULES = ("constant", "cosine", "plateau")
 SHAPE_MODES = ("free", "mean", "first")
+E_STEPS = ("reuse", "separate")
 #: Keys that do not change what a fit computes (left out of :func:`config_hash`).
 NON_RESULT_KEYS = ("device", "checkpoint_every", "progress")
 
@@ -38,8 +39,11 @@ class AnnotatorSettings:
     ``patience``-th plateau (``converge_tol = 0`` runs exactly ``n_passes``). ``lr_schedule``: ``constant``
     (official), ``cosine`` (to ``lr_min_factor`` × lr over ``n_passes``) or ``plateau`` (× ``lr_decay`` at every
     plateau). ``shuffle_windows`` permutes the window order every pass (seeded by ``seed`` and the pass, so a
-    resumed fit takes the same order). ``final_full_steps`` adds Adam steps on the whole sequence at once
-    (gradients of every window accumulated), which favour no window.
+    resumed fit takes the same order). ``e_step``: ``reuse`` builds the next pass's targets from the predictions
+    the M-step already made (detached, each window's prediction before its own update, as the official loop;
+    only the first pass pays a separate no-grad pass), ``separate`` runs a no-grad pass over the whole sequence
+    at the start of every pass (targets from one set of weights). ``final_full_steps`` adds Adam steps on the
+    whole sequence at once (gradients of every window accumulated), which favour no window.
 
     Identity: ``lambda_beta`` weighs the Gaussian prior ``‖β‖²`` of the β FLAME is evaluated with (neuface and
     flamefit), which keeps the identity in the encoder's prior instead of absorbing landmark error;
@@ -67,6 +71,7 @@ class AnnotatorSettings:
     lr_decay: float = 0.5
     lr_min_factor: float = 0.05
     shuffle_windows: bool = True
+    e_step: str = "reuse"
     final_full_steps: int = 0
     shape_mode: str = "mean"
     lambda_shape: float = 1.0
@@ -107,7 +112,7 @@ class AnnotatorSettings:
             raise NeufaceError(f"temporal_reduce must be 'mean' or 'median', got {self.temporal_reduce!r}")
         if self.loss_mode not in ("em", "naive"):
             raise NeufaceError(f"loss_mode must be 'em' or 'naive', got {self.loss_mode!r}")
-        for name, allowed in (("lr_schedule", LR_SCHEDULES), ("shape_mode", SHAPE_MODES),
+        for name, allowed in (("lr_schedule", LR_SCHEDULES), ("shape_mode", SHAPE_MODES), ("e_step", E_STEPS),
                               ("temporal_scale", ("official", "mean")), ("view_confidence", ("binary", "softmax"))):
             if getattr(self, name) not in allowed:
                 raise NeufaceError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
@@ -188,7 +193,8 @@ def config_hash(settings: AnnotatorSettings) -> str:
 #: order at a constant lr, β of the batch's first image copied to the batch): the ``neuface_paper`` preset.
 PAPER_SCHEDULE: dict[str, Any] = {
     "method": "neuface", "lr": 2e-5, "n_passes": 100, "window_frames": 20, "converge_tol": 0.0,
-    "lr_schedule": "constant", "shuffle_windows": False, "final_full_steps": 0, "shape_mode": "first",
+    "lr_schedule": "constant", "shuffle_windows": False, "e_step": "reuse", "final_full_steps": 0,
+    "shape_mode": "first",
     "lambda_shape": 0.0, "lambda_beta": 0.0, "temporal_scale": "official", "view_confidence": "softmax",
     "view_temperature": 0.1,
 }

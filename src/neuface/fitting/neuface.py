@@ -17,17 +17,18 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any
 
 import torch
 from torch import nn
 from tqdm import tqdm
 
-from neuface.encoders.base import FlameEncoder, freeze_batchnorm
+from neuface.encoders.base import EncoderOutput, FlameEncoder, freeze_batchnorm
 from neuface.fitting import losses as L
 from neuface.fitting.checkpoint import Checkpointer, set_rng_state
 from neuface.fitting.config import AnnotatorSettings
 from neuface.fitting.data import SequenceBatch
+from neuface.fitting.estep import TargetCollector, Targets, e_step
 from neuface.fitting.forward import (
     FitFailure,
     FitParams,
@@ -44,7 +45,8 @@ from neuface.flame import FlameLayer
 
 log = logging.getLogger(__name__)
 
-__all__ = ["FitOutcome", "Targets", "fit_neuface", "e_step", "optimisable_parameters", "tied_shape", "window_order"]
+__all__ = ["FitOutcome", "Targets", "fit_neuface", "e_step", "optimisable_parameters", "tied_shape", "window_loss",
+           "window_order"]
 
 LOSS_NAMES = ("total", "l2d", "temporal", "multiview", "shape")
 
@@ -57,15 +59,6 @@ class FitOutcome:
     losses: dict[str, list[float]] = field(default_factory=dict)
     n_steps: int = 0
     details: dict[str, Any] = field(default_factory=dict)
-
-
-class Targets(NamedTuple):
-    """E-step targets: ``q`` (F, V, 4) temporal, ``mv`` (F, N, 3) multi-view, ``beta`` (n_shape,) identity;
-    each None when its term is off."""
-
-    q: torch.Tensor | None = None
-    mv: torch.Tensor | None = None
-    beta: torch.Tensor | None = None
 
 
 def optimisable_parameters(encoder: nn.Module) -> list[nn.Parameter]:
@@ -94,45 +87,32 @@ def tied_shape(shape: torch.Tensor, mode: str) -> torch.Tensor:
     raise ValueError(f"unknown shape_mode {mode!r}")
 
 
-@torch.no_grad()
-def e_step(encoder, flame: FlameLayer, seq: SequenceBatch, settings: AnnotatorSettings, device: torch.device,
-           input_size: int) -> Targets:
-    """Latent targets for the whole sequence (:class:`Targets`; all None in naive mode or with no term on)."""
-    use_t, use_v = _uses(settings, seq.n_views)
-    use_b = settings.lambda_shape > 0
-    if settings.loss_mode != "em" or not (use_t or use_v or use_b):
-        return Targets()
-    n_f, n_v = seq.n_frames, seq.n_views
-    quats, mv, beta_sum = [], [], None
-    for s, e in frame_chunks(n_f, n_v, settings.chunk_images):
-        out = encode_images(encoder, seq.images[s:e].flatten(0, 1), input_size, device, settings.amp,
-                            settings.channels_last)
-        quats.append(head_quaternions(out.global_pose).reshape(e - s, n_v, 4))
-        part = out.shape.sum(dim=0)
-        beta_sum = part if beta_sum is None else beta_sum + part
-        if use_v:
-            ev = flame_eval(flame, out)
-            canon, conf = canonical_and_confidence(ev, out.global_pose, flame.faces, settings.visibility_soft_deg,
-                                                   n_views=n_v, mode=settings.view_confidence,
-                                                   temperature=settings.view_temperature)
-            mv.append(L.multiview_target(canon.reshape(e - s, n_v, -1, 3), conf.reshape(e - s, n_v, -1)))
-    q_target = L.temporal_target(torch.cat(quats), settings.temporal_window, settings.temporal_reduce) \
-        if use_t else None
-    beta = beta_sum / (n_f * n_v) if use_b else None
-    return Targets(q_target, torch.cat(mv) if use_v else None, beta)
-
-
 def window_loss(encoder, flame: FlameLayer, seq: SequenceBatch, s: int, e: int, settings: AnnotatorSettings,
-                device: torch.device, input_size: int, targets: Targets) -> tuple[torch.Tensor, dict[str, float]]:
-    """Loss of frames ``[s, e)`` × all views, computed in one batch (no Python loop over frames/views)."""
-    n_v = seq.n_views
-    use_t, use_v = _uses(settings, n_v)
+                device: torch.device, input_size: int, targets: Targets, collector: TargetCollector | None = None
+                ) -> tuple[torch.Tensor, dict[str, float]]:
+    """Loss of frames ``[s, e)`` × all views, computed in one batch (no Python loop over frames/views).
+
+    With a ``collector`` (``e_step: reuse``), the window's predictions — taken here, before the Adam step on
+    this loss — are added to the next pass's E-step statistics (the multi-view target from the mesh evaluated
+    with the β this step uses)."""
     out = encode_images(encoder, seq.images[s:e].flatten(0, 1), input_size, device, settings.amp,
                         settings.channels_last)
+    return loss_from_output(out, flame, seq, s, e, settings, device, targets, collector)
+
+
+def loss_from_output(out: EncoderOutput, flame: FlameLayer, seq: SequenceBatch, s: int, e: int,
+                     settings: AnnotatorSettings, device: torch.device, targets: Targets,
+                     collector: TargetCollector | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+    """:func:`window_loss` from the encoder outputs of frames ``[s, e)`` × all views ((e-s)·V images,
+    frame-major); used as is by the K-clip batched fit, whose encoder pass is one vmapped call."""
+    n_v = seq.n_views
+    use_t, use_v = _uses(settings, n_v)
     beta = tied_shape(out.shape, settings.shape_mode)
     ev = flame_eval(flame, out, shape=beta)
     target = seq.landmarks[s:e].flatten(0, 1).to(device)
     valid = seq.valid[s:e].flatten(0, 1).to(device)
+    if collector is not None:
+        collector.add(s, e, out, ev, flame)
     l2d = L.landmark_loss(ev.lmk, target, valid)
     zero = l2d.new_zeros(())
     temporal = multiview = shape = zero
@@ -240,6 +220,8 @@ def fit_neuface(encoder: FlameEncoder, flame: FlameLayer, seq: SequenceBatch, se
     sched = Schedule(lr=settings.lr)
     pass_sum = [0.0, 0]  # L2D sum and step count of the current pass
     targets = Targets()
+    reuse = settings.e_step == "reuse"
+    collector = TargetCollector(seq.n_frames, seq.n_views, settings) if reuse else None
     ckpt = checkpointer.load() if checkpointer is not None else None
     if ckpt is not None:
         encoder.load_state_dict(ckpt["model"])
@@ -250,12 +232,14 @@ def fit_neuface(encoder: FlameEncoder, flame: FlameLayer, seq: SequenceBatch, se
         targets = Targets(*ckpt["targets"])
         sched = Schedule(**ckpt["schedule"])
         pass_sum = list(ckpt["pass_sum"])
+        if collector is not None and ckpt.get("collector") is not None:
+            collector.load_state(ckpt["collector"])
         set_rng_state(ckpt["rng"])
 
     def payload(p: int, w: int) -> dict:
         return {"model": encoder.state_dict(), "optimizer": optimizer.state_dict(), "pass": p, "window": w,
                 "losses": losses, "initial": initial, "targets": tuple(targets), "schedule": sched.state(),
-                "pass_sum": list(pass_sum)}
+                "pass_sum": list(pass_sum), "collector": collector.state() if collector is not None else None}
 
     def record(parts: dict, value: float) -> None:
         for k in LOSS_NAMES:
@@ -272,13 +256,14 @@ def fit_neuface(encoder: FlameEncoder, flame: FlameLayer, seq: SequenceBatch, se
                 break
             w0 = start_window if p == start_pass else 0
             if w0 == 0 or all(t is None for t in targets):
-                targets = e_step(model, flame, seq, settings, device, input_size)
+                targets = next_targets(model, flame, seq, settings, device, input_size, collector)
             _set_lr(optimizer, sched.lr_for_pass(settings, p))
             order = window_order(len(windows), settings, p)
             for w in range(w0, len(windows)):
                 s, e = windows[order[w]]
                 optimizer.zero_grad(set_to_none=True)
-                total, parts = window_loss(model, flame, seq, s, e, settings, device, input_size, targets)
+                total, parts = window_loss(model, flame, seq, s, e, settings, device, input_size, targets,
+                                           collector)
                 value = float(total.detach())
                 initial = guard_loss(value, initial, settings.divergence_factor,
                                      f"pass {p} window {order[w]} (step {step})")
@@ -298,11 +283,19 @@ def fit_neuface(encoder: FlameEncoder, flame: FlameLayer, seq: SequenceBatch, se
         if not sched.stop_reason:
             sched.stop_reason = f"maximum of {settings.n_passes} passes"
         step = _full_sequence_steps(model, flame, seq, settings, device, input_size, optimizer, windows, step,
-                                    initial, record, checkpointer, payload, n_passes_run)
+                                    initial, record, checkpointer, payload, n_passes_run, collector)
     finally:
         bar.close()
     for prm in encoder.parameters():
         prm.requires_grad_(False)
+    return finish_fit(model, seq, settings, device, input_size, windows, sched, losses, step, n_passes_run,
+                      optimizer.param_groups[0]["lr"])
+
+
+def finish_fit(model, seq: SequenceBatch, settings: AnnotatorSettings, device: torch.device, input_size: int,
+               windows: list[tuple[int, int]], sched: Schedule, losses: dict[str, list[float]], step: int,
+               n_passes_run: int, final_lr: float) -> FitOutcome:
+    """The fit's parameters from a no-grad pass of the fitted encoder, and its details."""
     out = predict_all(model, seq, input_size, device, settings.chunk_images, settings.amp, settings.channels_last)
     if not all(torch.isfinite(v).all() for v in vars(out).values()):
         raise FitFailure("the fitted encoder predicts non-finite parameters")
@@ -310,23 +303,36 @@ def fit_neuface(encoder: FlameEncoder, flame: FlameLayer, seq: SequenceBatch, se
         firsts = torch.tensor([s * seq.n_views for s, _ in windows])
         out.shape = out.shape[firsts].mean(dim=0, keepdim=True).expand_as(out.shape)
     details = {"passes": n_passes_run, "stop_reason": sched.stop_reason, "pass_l2d": sched.pass_l2d,
-               "final_lr": optimizer.param_groups[0]["lr"], "full_sequence_steps": settings.final_full_steps}
+               "final_lr": final_lr, "full_sequence_steps": settings.final_full_steps, "e_step": settings.e_step}
     log.info("%s: %d step(s), %d pass(es); %s", seq.sequence, step, n_passes_run, sched.stop_reason)
     return FitOutcome(FitParams.from_encoder_output(out, seq.n_frames, seq.n_views), losses, step, details)
 
 
+def next_targets(model, flame: FlameLayer, seq: SequenceBatch, settings: AnnotatorSettings, device: torch.device,
+                  input_size: int, collector: TargetCollector | None) -> Targets:
+    """Targets for the coming pass: from the predictions the last pass collected (``reuse``, once it has seen
+    every frame; the collector is then emptied for this pass), else from a separate no-grad pass."""
+    if collector is not None and collector.active and collector.complete:
+        targets = collector.targets()
+        collector.reset()
+        return targets
+    if collector is not None:
+        collector.reset()
+    return e_step(model, flame, seq, settings, device, input_size)
+
+
 def _full_sequence_steps(model, flame, seq, settings, device, input_size, optimizer, windows, step, initial,
-                         record, checkpointer, payload, n_passes_run) -> int:
+                         record, checkpointer, payload, n_passes_run, collector=None) -> int:
     """``final_full_steps`` Adam steps whose gradient is that of the whole sequence (windows accumulated,
     each weighted by its share of the frames), so no window is fitted last. Returns the step count."""
     done = step - _pass_steps(settings, len(windows), n_passes_run)
     for i in range(max(0, done), settings.final_full_steps):
-        targets = e_step(model, flame, seq, settings, device, input_size)
+        targets = next_targets(model, flame, seq, settings, device, input_size, collector)
         optimizer.zero_grad(set_to_none=True)
         sums = dict.fromkeys(LOSS_NAMES, 0.0)
         for s, e in windows:
             frac = (e - s) / seq.n_frames
-            total, parts = window_loss(model, flame, seq, s, e, settings, device, input_size, targets)
+            total, parts = window_loss(model, flame, seq, s, e, settings, device, input_size, targets, collector)
             (total * frac).backward()
             for k in LOSS_NAMES:
                 sums[k] += float(parts[k]) * frac

@@ -1,0 +1,109 @@
+"""K clips fitted as one batched computation (neuface.fitting.batched) against K single fits: same results up to
+float rounding, a failing clip dropped without changing the others, per-clip Adam against torch's."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+from test_fitting import TinyEncoder, kit, make_pretrained, synth  # noqa: F401  (fixtures shared with test_fitting)
+
+from neuface.errors import NeufaceError
+from neuface.fitting.batched import StackedAdam, fit_neuface_batch
+from neuface.fitting.config import resolve_annotator
+from neuface.fitting.data import load_sequence
+from neuface.fitting.demo_data import write_synthetic_sequence
+from neuface.fitting.forward import FitFailure
+from neuface.fitting.neuface import fit_neuface
+
+CPU = torch.device("cpu")
+#: A short convergence-aware schedule that ends at different passes for different clips.
+SCHEDULE = {"lr": 1e-3, "n_passes": 12, "window_frames": 3, "min_passes": 2, "converge_tol": 0.01, "patience": 2,
+            "progress": False}
+
+
+@pytest.fixture(scope="module")
+def clips(kit, synth, tmp_path_factory):
+    """Three sequences of other lengths and view counts: 6 frames × 2 views, 7 × 1, 4 × 2."""
+    out = tmp_path_factory.mktemp("clips")
+    seqs = [load_sequence(synth.crops, synth.landmarks)]
+    for i, (n_frames, views) in enumerate(((7, ("front",)), (4, ("front", "right_30")))):
+        s = write_synthetic_sequence(out / f"s{i}", kit["layer"], n_frames=n_frames, views=views, size=64,
+                                     noise_px=0.5, seed=10 + i, image_noise=25.0, sequence=f"clip{i}")
+        seqs.append(load_sequence(s.crops, s.landmarks))
+    return seqs
+
+
+@pytest.fixture(scope="module")
+def encoder(synth):
+    return make_pretrained(synth)
+
+
+def _single(encoder, kit, seq, settings):
+    return fit_neuface(copy.deepcopy(encoder), kit["layer"], seq, settings, CPU)
+
+
+def _close(a, b, tol: float = 1e-3) -> None:
+    for key in ("shape", "expression", "global_pose", "pose", "cam"):
+        np.testing.assert_allclose(getattr(a.params, key), getattr(b.params, key), atol=tol, rtol=0, err_msg=key)
+    assert a.n_steps == b.n_steps and a.details["passes"] == b.details["passes"]
+    assert a.details["stop_reason"] == b.details["stop_reason"]
+    np.testing.assert_allclose(a.losses["total"], b.losses["total"], rtol=1e-3, atol=1e-6)
+
+
+def test_k_batched_fits_equal_k_single_fits(kit, clips, encoder):
+    settings = resolve_annotator("neuface", SCHEDULE)
+    before = copy.deepcopy(encoder.state_dict())
+    batched = fit_neuface_batch(copy.deepcopy(encoder), kit["layer"], clips, settings, CPU)
+    singles = [_single(encoder, kit, seq, settings) for seq in clips]
+    assert len({o.details["passes"] for o in singles}) > 1, "the clips should stop at different passes"
+    for got, want in zip(batched, singles, strict=True):
+        _close(got, want)
+    for key, value in encoder.state_dict().items():
+        torch.testing.assert_close(value, before[key])
+
+
+def test_a_nan_clip_is_dropped_and_the_others_are_unchanged(kit, clips, encoder):
+    settings = resolve_annotator("neuface", SCHEDULE)
+    bad = copy.copy(clips[1])
+    bad.landmarks = clips[1].landmarks.clone()
+    bad.landmarks[3, 0, 10] = float("nan")  # a NaN target: the clip's loss is NaN at its second window
+    with_bad = fit_neuface_batch(copy.deepcopy(encoder), kit["layer"], [clips[0], bad, clips[2]], settings, CPU)
+    without = fit_neuface_batch(copy.deepcopy(encoder), kit["layer"], [clips[0], clips[2]], settings, CPU)
+    assert isinstance(with_bad[1], FitFailure) and "non-finite loss" in str(with_bad[1])
+    with pytest.raises(FitFailure, match="non-finite loss"):
+        _single(encoder, kit, bad, settings)
+    for got, want in zip((with_bad[0], with_bad[2]), without, strict=True):
+        _close(got, want)
+
+
+def test_stacked_adam_equals_torch_adam_per_clip():
+    torch.manual_seed(0)
+    k = 3
+    init = torch.randn(k, 4, 5)
+    lrs = [1e-2, 3e-3, 1e-1]
+    stacked = {"w": init.clone().requires_grad_(True)}
+    adam = StackedAdam(stacked, k)
+    refs = [init[i].clone().requires_grad_(True) for i in range(k)]
+    opts = [torch.optim.Adam([r], lr=lr) for r, lr in zip(refs, lrs, strict=True)]
+    for it in range(6):
+        grads = torch.randn(k, 4, 5)
+        clips = [0, 2] if it % 2 else [0, 1, 2]  # clip 1 sits out every other step
+        stacked["w"].grad = grads.clone()
+        adam.step(clips, [lrs[i] for i in clips])
+        for i in clips:
+            refs[i].grad = grads[i].clone()
+            opts[i].step()
+    for i in range(k):
+        torch.testing.assert_close(stacked["w"][i].detach(), refs[i].detach(), atol=1e-6, rtol=1e-6)
+    assert adam.steps == [6, 3, 6]
+
+
+def test_batched_fit_refuses_what_it_does_not_support(kit, clips, encoder):
+    for bad in ({"final_full_steps": 1}, {"compile": True}):
+        with pytest.raises(NeufaceError, match="not supported"):
+            fit_neuface_batch(copy.deepcopy(encoder), kit["layer"], clips[:1],
+                              resolve_annotator("neuface", {**SCHEDULE, **bad}), CPU)
+    assert fit_neuface_batch(encoder, kit["layer"], [], resolve_annotator("neuface", SCHEDULE), CPU) == []

@@ -1,0 +1,84 @@
+"""E-step without an extra pass (``e_step: reuse``): the targets built from the M-step's own predictions equal a
+separate no-grad pass at the same weights, a reused-target fit runs one separate pass in all and ends where the
+separate-pass schedule ends (within a stated tolerance)."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+from test_fitting import (  # noqa: F401  (fixtures shared with test_fitting)
+    NEUFACE_LONG,
+    fit,
+    jitter,
+    jittery_regressor,
+    kit,
+    lmk_error,
+    long_synth,
+    pretrained,
+    synth,
+)
+
+from neuface.fitting import neuface as nf
+from neuface.fitting.config import resolve_annotator
+from neuface.fitting.data import load_sequence
+from neuface.fitting.estep import TargetCollector, e_step
+from neuface.fitting.forward import frame_chunks
+
+CPU = torch.device("cpu")
+
+
+@pytest.mark.parametrize("n_views", [1, 2])
+def test_collected_targets_equal_a_separate_e_step_at_fixed_weights(kit, synth, pretrained, n_views):
+    """Windows of 2 frames fed to the collector (no Adam step in between) give the targets of one no-grad pass
+    in chunks of 3 images: temporal, multi-view (2 views) and identity."""
+    seq = load_sequence(synth.crops, synth.landmarks)
+    if n_views == 1:
+        seq.images, seq.landmarks, seq.valid = seq.images[:, :1], seq.landmarks[:, :1], seq.valid[:, :1]
+        seq.views = seq.views[:1]
+    settings = resolve_annotator("neuface", {"shape_mode": "free", "window_frames": 2, "chunk_images": 3})
+    enc = copy.deepcopy(pretrained).eval()
+    want = e_step(enc, kit["layer"], seq, settings, CPU, enc.input_size)
+    collector = TargetCollector(seq.n_frames, seq.n_views, settings)
+    windows = frame_chunks(seq.n_frames, 1, settings.window_frames)
+    for s, e in reversed(windows):  # any order: each window fills its own frames
+        assert not collector.complete
+        nf.window_loss(enc, kit["layer"], seq, s, e, settings, CPU, enc.input_size, nf.Targets(*want), collector)
+    got = collector.targets()
+    torch.testing.assert_close(got.q, want.q, atol=1e-5, rtol=0)
+    torch.testing.assert_close(got.beta, want.beta, atol=1e-5, rtol=1e-5)
+    if n_views == 1:
+        assert got.mv is None and want.mv is None
+    else:
+        torch.testing.assert_close(got.mv, want.mv, atol=1e-5, rtol=0)
+    collector.reset()
+    with pytest.raises(RuntimeError, match="before frames"):
+        collector.targets()
+
+
+def test_reused_targets_skip_the_separate_pass_and_end_like_the_separate_schedule(kit, long_synth,
+                                                                                  jittery_regressor, tmp_path,
+                                                                                  monkeypatch):
+    """Same 30-pass fit with ``e_step: reuse`` and ``separate``: reuse runs the no-grad pass once (before the
+    first pass), separate once per pass; the final landmark error and jitter agree within 10 %."""
+    calls = {"n": 0}
+    real = nf.e_step
+
+    def counted(*args, **kwargs):
+        calls["n"] += 1
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(nf, "e_step", counted)
+    schedule = {**NEUFACE_LONG, "n_passes": 30}
+    results = {}
+    for mode in ("reuse", "separate"):
+        calls["n"] = 0
+        status, res = fit(kit, long_synth, tmp_path / mode, "neuface", jittery_regressor, e_step=mode, **schedule)
+        assert status.ok, status.reason
+        assert res["status"].details["e_step"] == mode
+        results[mode] = (calls["n"], lmk_error(res, long_synth), jitter(res, long_synth))
+    assert results["reuse"][0] == 1 and results["separate"][0] == 30, results
+    for i in (1, 2):
+        np.testing.assert_allclose(results["reuse"][i], results["separate"][i], rtol=0.10, err_msg=str(results))
