@@ -17,13 +17,14 @@ PYTEST_ARGS ?=
 # Workflow rules call the `neuface` CLI: put the virtualenv first on PATH for everything make runs.
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: install test lint demo benchmark bench bench-dag clean help
+.PHONY: install test lint demo benchmark bench bench-dag gpu-check clean help
 
 help:
 	@echo "make demo   - run the workflow on the built-in demo data (results/ )"
 	@echo "make test   - lint + test suite (CPU, offline)"
 	@echo "make bench  - benchmarks (figures printed next to a same-run reference)"
 	@echo "make benchmark - synthetic ground-truth benchmark through the whole DAG (tables with MPVE)"
+	@echo "make gpu-check - on a CUDA machine: cuda tests + GPU benchmark (< 8 min) -> benchmarks/results/"
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -63,6 +64,13 @@ benchmark: $(STAMP)
 # bench_dag (dry-run DAG construction at 1k/10k/100k sequences) takes ~30 min: `make bench-dag`.
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks --skip bench_dag
+
+# On a CUDA machine (no install step: it uses the virtualenv if there is one, else $(PYTHON), which must have a
+# CUDA build of torch and the project's dependencies). Exits 2 without a CUDA device. Figures:
+# benchmarks/results/gpu-check.json.
+gpu-check:
+	@py=$(BIN)/python; test -x $$py || py=$(PYTHON); \
+		PYTHONPATH=src $$py -m benchmarks.gpu_check $(GPU_CHECK_ARGS)
 
 bench-dag: $(STAMP)
 	$(BIN)/python -m benchmarks --only bench_dag

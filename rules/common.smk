@@ -5,7 +5,7 @@ from pathlib import Path
 
 from neuface.sheets import read_sheet
 from neuface.shards import partition, shard_rows_digests
-from neuface.workflow_checks import annotator_settings, validate_annotators
+from neuface.workflow_checks import annotator_settings, resolved_settings_hash, validate_annotators
 
 # Every annotator's settings are built now, as `neuface fit` builds them: a bad key or value fails `snakemake -n`
 # with its name instead of every fit job after the front end ran.

@@ -14,6 +14,8 @@ rule fit:
         f"{RESULTS}/fits/{{annotator}}/{{sequence}}.h5",
     params:
         settings=lambda wildcards: annotator_settings_json(wildcards.annotator),
+        # the settings with the package's defaults: a changed default re-runs the fits (params trigger)
+        resolved=lambda wildcards: resolved_settings_hash(config, wildcards.annotator),
         encoder=config["encoder"]["kind"],
         device=FIT_DEVICE,
         checkpoint=lambda wildcards: f"{RESULTS}/checkpoints/{wildcards.annotator}/{wildcards.sequence}.pt",

@@ -103,6 +103,7 @@ rule fit_shard:
         landmarks=LANDMARKS_OF,
         checkpoint=CHECKPOINT_OF,
         settings=rules.fit.params.settings,
+        resolved=rules.fit.params.resolved,
         encoder=config["encoder"]["kind"],
         device=FIT_DEVICE,
     resources:

@@ -8,7 +8,7 @@ import copy
 import numpy as np
 import pytest
 import torch
-from test_fitting import TinyEncoder, kit, make_pretrained, synth  # noqa: F401  (fixtures shared with test_fitting)
+from test_fitting import kit, make_pretrained, synth  # noqa: F401  (fixtures shared with test_fitting)
 
 from neuface.errors import NeufaceError
 from neuface.fitting.batched import StackedAdam, fit_neuface_batch
@@ -107,3 +107,15 @@ def test_batched_fit_refuses_what_it_does_not_support(kit, clips, encoder):
             fit_neuface_batch(copy.deepcopy(encoder), kit["layer"], clips[:1],
                               resolve_annotator("neuface", {**SCHEDULE, **bad}), CPU)
     assert fit_neuface_batch(encoder, kit["layer"], [], resolve_annotator("neuface", SCHEDULE), CPU) == []
+
+
+@pytest.mark.cuda
+def test_batched_fit_on_cuda_equals_cpu(kit, clips, encoder):
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    settings = resolve_annotator("neuface", {**SCHEDULE, "converge_tol": 0.0, "n_passes": 3})
+    cuda = torch.device("cuda")
+    on_gpu = fit_neuface_batch(copy.deepcopy(encoder), kit["layer"], clips, settings.replace(device="cuda"), cuda)
+    on_cpu = fit_neuface_batch(copy.deepcopy(encoder), kit["layer"], clips, settings, CPU)
+    for got, want in zip(on_gpu, on_cpu, strict=True):
+        _close(got, want, tol=2e-3)

@@ -63,3 +63,18 @@ def test_every_bad_annotator_is_named_at_once():
         validate_annotators(_with(common__lr="fast"))
     assert all(f"annotator {name!r}" in str(info.value) for name in ("regress", "flamefit", "neuface"))
     assert "'mine'" not in str(info.value)  # its own lr overrides fitting.common's
+
+
+def test_resolved_settings_hash_follows_the_package_defaults(monkeypatch):
+    """The fit rule's `resolved` param: equal for equal settings, changed by a config override *and* by a changed
+    package default that the `--settings` JSON (config overrides only) does not show."""
+    from neuface.fitting import config as fit_config
+    from neuface.workflow_checks import resolved_settings_hash
+
+    before = resolved_settings_hash(CONFIG, "neuface")
+    assert before == resolved_settings_hash(copy.deepcopy(CONFIG), "neuface")
+    assert resolved_settings_hash(_with(common__lr=1e-4), "neuface") != before
+    json_before = json.dumps(annotator_settings(CONFIG, "neuface"), sort_keys=True)
+    monkeypatch.setitem(fit_config.DEFAULT_ANNOTATORS, "neuface", {"method": "neuface", "e_step": "separate"})
+    assert json.dumps(annotator_settings(CONFIG, "neuface"), sort_keys=True) == json_before
+    assert resolved_settings_hash(CONFIG, "neuface") != before

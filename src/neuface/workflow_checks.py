@@ -15,7 +15,7 @@ from typing import Any
 
 from neuface.errors import NeufaceError
 
-__all__ = ["annotator_settings", "fit_overrides", "validate_annotators"]
+__all__ = ["annotator_settings", "fit_overrides", "resolved_settings_hash", "validate_annotators"]
 
 
 def annotator_settings(config: Mapping[str, Any], annotator: str) -> dict[str, Any]:
@@ -53,3 +53,13 @@ def validate_annotators(config: Mapping[str, Any]) -> None:
     if problems:
         raise NeufaceError("invalid annotator settings in the workflow config (fitting.common / fitting.settings):\n  "
                            + "\n  ".join(problems))
+
+
+def resolved_settings_hash(config: Mapping[str, Any], annotator: str) -> str:
+    """The config hash of ``annotator`` as ``neuface fit`` will resolve it (its settings *with* the package's
+    defaults). A ``params`` entry of the ``fit`` rule: when a neuface upgrade changes a default the fit depends
+    on, the hash changes and Snakemake's params trigger re-runs the fits it affects (the ``--settings`` JSON
+    carries only the config's overrides and would not change)."""
+    from neuface.fitting.config import config_hash, resolve_annotator
+
+    return config_hash(resolve_annotator(annotator, fit_overrides(config, annotator)))[:16]

@@ -21,6 +21,7 @@ Not supported here: ``final_full_steps`` and ``compile`` (a single fit has them)
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 from dataclasses import dataclass, field, fields
@@ -58,10 +59,13 @@ _FIELDS = tuple(f.name for f in fields(EncoderOutput))
 class StackedEncoder:
     """K copies of ``encoder``'s conv/linear weights stacked on a leading axis; everything else shared.
 
-    ``encoder`` must be prepared (eval, BatchNorm frozen); it is used as the functional template only.
+    ``encoder`` must be prepared (eval, BatchNorm frozen); a copy of it is the functional template (inputs in the
+    default memory format: channels-last is not available inside ``vmap``).
     """
 
     def __init__(self, encoder: FlameEncoder, k: int) -> None:
+        encoder = copy.deepcopy(encoder).to(memory_format=torch.contiguous_format)
+        encoder._channels_last = False
         self.base = encoder
         optimised = {id(p) for p in optimisable_parameters(encoder)}
         self.stacked: dict[str, torch.Tensor] = {}
