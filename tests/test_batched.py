@@ -12,6 +12,7 @@ from test_fitting import kit, make_pretrained, synth  # noqa: F401  (fixtures sh
 
 from neuface.errors import NeufaceError
 from neuface.fitting.batched import StackedAdam, fit_neuface_batch
+from neuface.fitting.checkpoint import Checkpointer, Preempted
 from neuface.fitting.config import resolve_annotator
 from neuface.fitting.data import load_sequence
 from neuface.fitting.demo_data import write_synthetic_sequence
@@ -107,6 +108,50 @@ def test_batched_fit_refuses_what_it_does_not_support(kit, clips, encoder):
             fit_neuface_batch(copy.deepcopy(encoder), kit["layer"], clips[:1],
                               resolve_annotator("neuface", {**SCHEDULE, **bad}), CPU)
     assert fit_neuface_batch(encoder, kit["layer"], [], resolve_annotator("neuface", SCHEDULE), CPU) == []
+
+
+class _StopAfter:
+    """A StopSignal stand-in whose stop request comes at the ``n``-th poll (a SIGTERM during batched step ``n``)."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    @property
+    def requested(self) -> bool:
+        self.n -= 1
+        return self.n <= 0
+
+
+def test_preempted_and_resumed_batch_equals_uninterrupted(kit, clips, encoder, tmp_path, caplog):
+    """SIGTERM at batched step 5 (one clip dropped by a NaN before): the checkpoint is written, the rerun resumes
+    from it and every clip's result, the dropped clip included, equals the uninterrupted batch exactly."""
+    settings = resolve_annotator("neuface", {**SCHEDULE, "checkpoint_every": 3})
+    bad = copy.copy(clips[1])
+    bad.landmarks = clips[1].landmarks.clone()
+    bad.landmarks[2, 0, 10] = float("nan")
+    batch = [clips[0], bad, clips[2]]
+    inputs = {"clips": "digests of every clip's inputs"}
+    want = fit_neuface_batch(copy.deepcopy(encoder), kit["layer"], batch, settings, CPU)
+    path = tmp_path / "batch.ckpt"
+    with pytest.raises(Preempted):
+        fit_neuface_batch(copy.deepcopy(encoder), kit["layer"], batch, settings, CPU,
+                          Checkpointer(path, 3, "hash", "neuface", _StopAfter(5), inputs))
+    assert path.exists() and torch.load(path, weights_only=True)["step"] == 5
+    with caplog.at_level("INFO"):
+        got = fit_neuface_batch(copy.deepcopy(encoder), kit["layer"], batch, settings, CPU,
+                                Checkpointer(path, 3, "hash", "neuface", None, inputs))
+    assert "resuming from checkpoint" in caplog.text
+    assert isinstance(got[1], FitFailure) and str(got[1]) == str(want[1])
+    for a, b in ((got[0], want[0]), (got[2], want[2])):
+        _close(a, b, tol=0.0)
+        assert a.losses == b.losses
+    # the checkpoint (the caller deletes it after a successful batch) is not resumed by a batch of other clips
+    assert path.exists()
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        fit_neuface_batch(copy.deepcopy(encoder), kit["layer"], [clips[0], clips[2]], settings, CPU,
+                          Checkpointer(path, 3, "hash", "neuface", None, inputs))
+    assert "discarding the batch checkpoint" in caplog.text
 
 
 @pytest.mark.cuda

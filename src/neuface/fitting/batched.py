@@ -16,7 +16,9 @@ of that clip's loss.
 * Clips finish independently (each by its own stopping rule); finished clips leave the batch.
 
 Results equal K single fits up to float rounding (grouped vs plain convolution; see the tests for the tolerance).
-Not supported here: ``final_full_steps`` and ``compile`` (a single fit has them); checkpoints are per batch.
+Not supported here: ``final_full_steps`` and ``compile`` (a single fit has them). Checkpoints are per batch (one
+file for the K clips: stacked weights, Adam state and every clip's state; keyed by the settings and the inputs
+the caller names), so a preempted batch resumes exactly where it stopped.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from tqdm import tqdm
 
 from neuface.encoders.base import EncoderOutput, FlameEncoder, freeze_batchnorm
 from neuface.errors import NeufaceError
+from neuface.fitting.checkpoint import Checkpointer
 from neuface.fitting.config import AnnotatorSettings
 from neuface.fitting.data import SequenceBatch, images_to_input
 from neuface.fitting.estep import TargetCollector, Targets
@@ -119,6 +122,16 @@ class StackedAdam:
         self.exp_avg_sq = {n: torch.zeros_like(p) for n, p in params.items()}
         self.steps = [0] * k
 
+    def state(self) -> dict:
+        return {"exp_avg": {n: t.clone() for n, t in self.exp_avg.items()},
+                "exp_avg_sq": {n: t.clone() for n, t in self.exp_avg_sq.items()}, "steps": list(self.steps)}
+
+    def load_state(self, state: dict) -> None:
+        for name in self.params:
+            self.exp_avg[name].copy_(state["exp_avg"][name])
+            self.exp_avg_sq[name].copy_(state["exp_avg_sq"][name])
+        self.steps = list(state["steps"])
+
     @torch.no_grad()
     def step(self, clips: list[int], lrs: list[float]) -> None:
         if not clips:
@@ -167,13 +180,37 @@ class _Clip:
     def active(self) -> bool:
         return self.failure is None and not self.finished
 
+    _SCALARS = ("pass_idx", "win_idx", "order", "pass_sum", "losses", "step", "initial", "lr", "passes_run",
+                "finished")
+
+    def state(self) -> dict:
+        """Everything the remaining steps depend on, as plain values and tensors (``weights_only`` loadable)."""
+        return {**{k: getattr(self, k) for k in self._SCALARS}, "sched": self.sched.state(),
+                "targets": tuple(self.targets), "failure": None if self.failure is None else str(self.failure),
+                "collector": None if self.collector is None else self.collector.state()}
+
+    def load_state(self, state: dict) -> None:
+        for k in self._SCALARS:
+            setattr(self, k, state[k])
+        self.sched = Schedule(**state["sched"])
+        self.targets = Targets(*state["targets"])
+        self.failure = None if state["failure"] is None else FitFailure(state["failure"])
+        if self.collector is not None and state["collector"] is not None:
+            self.collector.load_state(state["collector"])
+
 
 def fit_neuface_batch(encoder: FlameEncoder, flame: FlameLayer, seqs: list[SequenceBatch],
-                      settings: AnnotatorSettings, device: torch.device) -> list[FitOutcome | FitFailure]:
+                      settings: AnnotatorSettings, device: torch.device,
+                      checkpointer: Checkpointer | None = None) -> list[FitOutcome | FitFailure]:
     """NeuFace on every sequence of ``seqs`` at once, each from ``encoder``'s weights (left unchanged).
 
-    Returns, per sequence in order, its :class:`~neuface.fitting.neuface.FitOutcome` or the
-    :class:`~neuface.fitting.forward.FitFailure` that dropped it.
+    Args:
+        checkpointer: one checkpoint for the batch, written every ``checkpoint_every`` batched steps and on
+            SIGTERM (then :class:`~neuface.fitting.checkpoint.Preempted` is raised); its ``inputs`` should name
+            every clip's input digests. A matching checkpoint is resumed.
+    Returns:
+        per sequence in order, its :class:`~neuface.fitting.neuface.FitOutcome` or the
+        :class:`~neuface.fitting.forward.FitFailure` that dropped it.
     """
     if not seqs:
         return []
@@ -193,6 +230,13 @@ def fit_neuface_batch(encoder: FlameEncoder, flame: FlameLayer, seqs: list[Seque
     total_max = sum(settings.n_passes * len(c.windows) for c in clips)
     bar = tqdm(total=total_max, desc=f"neuface x{len(seqs)}", unit="step", disable=not settings.progress,
                leave=False)
+    batch_step = _resume(checkpointer, stack, adam, clips)
+    bar.update(sum(c.step for c in clips))
+
+    def payload() -> dict:
+        return {"stacked": {n: t.detach().clone() for n, t in stack.stacked.items()},
+                "adam": adam.state(), "clips": [c.state() for c in clips], "sequences": [s.sequence for s in seqs]}
+
     try:
         for c in clips:
             if settings.n_passes == 0:
@@ -202,6 +246,9 @@ def fit_neuface_batch(encoder: FlameEncoder, flame: FlameLayer, seqs: list[Seque
             for k in active:
                 _start_pass_if_due(clips[k], stack, k, flame, settings, device, input_size)
             _batched_step(stack, adam, clips, active, flame, settings, device, input_size, bar)
+            batch_step += 1
+            if checkpointer is not None:
+                checkpointer.after_step(batch_step, payload)
     finally:
         bar.close()
     results: list[FitOutcome | FitFailure] = []
@@ -218,6 +265,25 @@ def fit_neuface_batch(encoder: FlameEncoder, flame: FlameLayer, seqs: list[Seque
         except FitFailure as exc:
             results.append(exc)
     return results
+
+
+def _resume(checkpointer: Checkpointer | None, stack: StackedEncoder, adam: StackedAdam, clips: list[_Clip]) -> int:
+    """Load a matching batch checkpoint into the batch; returns the batched steps already done (0: fresh)."""
+    ckpt = checkpointer.load() if checkpointer is not None else None
+    if ckpt is None:
+        return 0
+    names = [c.seq.sequence for c in clips]
+    if ckpt.get("sequences") != names:
+        log.warning("discarding the batch checkpoint %s: it is of the clips %s, this batch is %s; starting fresh",
+                    checkpointer.path, ckpt.get("sequences"), names)
+        return 0
+    with torch.no_grad():
+        for name, t in stack.stacked.items():
+            t.copy_(ckpt["stacked"][name])
+    adam.load_state(ckpt["adam"])
+    for c, state in zip(clips, ckpt["clips"], strict=True):
+        c.load_state(state)
+    return int(ckpt["step"])
 
 
 def _start_pass_if_due(c: _Clip, stack: StackedEncoder, k: int, flame: FlameLayer, settings: AnnotatorSettings,
