@@ -106,9 +106,12 @@ rule fit_shard:
         resolved=rules.fit.params.resolved,
         encoder=config["encoder"]["kind"],
         device=FIT_DEVICE,
+        batch=config["fitting"]["clips_per_batch"],
     resources:
         runtime=shard_runtime("fit"),
-        mem_mb=lambda wildcards, attempt: 16000 * 2 ** (attempt - 1),
+        # K clips in memory at once (crops of each, K copies of the weights and optimizer state)
+        mem_mb=lambda wildcards, attempt: (16000 + 4000 * (config["fitting"]["clips_per_batch"] - 1))
+        * 2 ** (attempt - 1),
         gpu=gpu_if(FIT_DEVICE),
     conda:
         CONDA_ENV
@@ -117,7 +120,7 @@ rule fit_shard:
     benchmark:
         f"{BENCH}/shards/fit/{{annotator}}/{{shard}}.tsv"
     shell:
-        "neuface --log-file {log} shard {params.shard} --marker {output} --"
+        "neuface --log-file {log} shard {params.shard} --marker {output} --batch {params.batch} --"
         " fit --crops '{params.crops}' --landmarks '{params.landmarks}'"
         " --flame {input.model} --embedding {input.embedding} --annotator {wildcards.annotator}"
         " --settings '{params.settings}' --encoder {params.encoder} --encoder-weights {input.weights}"

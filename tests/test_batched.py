@@ -4,6 +4,7 @@ float rounding, a failing clip dropped without changing the others, per-clip Ada
 from __future__ import annotations
 
 import copy
+import json
 
 import numpy as np
 import pytest
@@ -164,3 +165,54 @@ def test_batched_fit_on_cuda_equals_cpu(kit, clips, encoder):
     on_cpu = fit_neuface_batch(copy.deepcopy(encoder), kit["layer"], clips, settings, CPU)
     for got, want in zip(on_gpu, on_cpu, strict=True):
         _close(got, want, tol=2e-3)
+
+
+def test_cli_shard_fits_its_clips_as_batches_with_the_single_fit_files(kit, synth, encoder, tmp_path, monkeypatch):
+    """`neuface shard --batch 2 -- fit ...` over 4 sequences (one whose landmarks stage failed): the failed one
+    gets its failed fit without joining a batch, the three others are fitted two + one at a time, and every fit
+    file equals what `neuface fit` writes for that sequence alone (parameters to the batched tolerance)."""
+    import h5py
+    from test_shards import make_sheet
+
+    from neuface.cli import main
+    from neuface.fitting import api
+    from neuface.fitting.output import read_fit
+    from neuface.shards import fill, read_marker
+    from neuface.status import StageStatus, write_status_attrs
+    from neuface.video.store import str_list_attr
+
+    monkeypatch.setattr(api, "load_encoder", lambda kind, weights, device: copy.deepcopy(encoder))
+    clips_dir = tmp_path / "clips"
+    specs = {"a": (6, ("front", "left_30")), "b": (5, ("front",)), "d": (4, ("front",))}
+    for i, (name, (n, views)) in enumerate(specs.items()):
+        write_synthetic_sequence(clips_dir / name, kit["layer"], n_frames=n, views=views, size=64, noise_px=0.5,
+                                 seed=20 + i, image_noise=25.0, sequence=name)
+    (clips_dir / "c").mkdir()
+    with h5py.File(clips_dir / "c/landmarks.h5", "w") as f:
+        write_status_attrs(f.attrs, StageStatus.failed("c", "landmarks", "no face detected"))
+        f.attrs["format"] = "neuface.landmarks"
+        f.attrs["views"] = str_list_attr([])
+    (clips_dir / "c/crops.h5").write_bytes((clips_dir / "c/landmarks.h5").read_bytes())
+    sheet = make_sheet(tmp_path / "sheet.tsv", ["a", "b", "c", "d"])
+    settings = json.dumps({"lr": 1e-3, "n_passes": 4, "window_frames": 3, "progress": False})
+    fit_args = ["fit", "--crops", f"{clips_dir}/{{sequence}}/crops.h5", "--landmarks",
+                f"{clips_dir}/{{sequence}}/landmarks.h5", "--flame", str(kit["flame"]), "--embedding",
+                str(kit["embedding"]), "--annotator", "neuface", "--settings", settings, "--encoder", "builtin",
+                "--device", "cpu", "--checkpoint", f"{tmp_path}/ckpt/{{sequence}}.pt", "--out", "{output}"]
+    marker = tmp_path / "marker.tsv"
+    rc = main(["shard", "--sheet", str(sheet), "--shard", "shard-00000", "--shard-size", "4", "--batch", "2",
+               "--output", f"{tmp_path}/fits/{{sequence}}.h5", "--marker", str(marker), "--", *fit_args])
+    assert rc == 0
+    assert list(read_marker(marker)["status"]) == ["ok"] * 4  # a failed fit is a written fit: ok
+    assert not any((tmp_path / "ckpt").glob("*.pt")), "the batch checkpoint is removed after the batch"
+    failed = read_fit(tmp_path / "fits/c.h5")
+    assert not failed["status"].ok and failed["reason"] == "upstream landmarks: no face detected"
+    for name in ("a", "b", "d"):
+        values = {"sequence": name, "output": str(tmp_path / f"single/{name}.h5")}
+        assert main([fill(a, values) for a in fit_args]) == 0
+        got, want = read_fit(tmp_path / f"fits/{name}.h5"), read_fit(tmp_path / f"single/{name}.h5")
+        assert got["status"].ok and got["status"].details["clips_in_batch"] == (2 if name in "ab" else 1)
+        assert "clips_in_batch" not in want["status"].details
+        for key in ("shape", "expression", "global_pose", "pose", "cam", "landmarks_pred"):
+            np.testing.assert_allclose(got[key], want[key], atol=1e-3 if key != "landmarks_pred" else 0.05,
+                                       err_msg=f"{name} {key}")

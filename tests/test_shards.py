@@ -293,3 +293,62 @@ def test_cli_shard_usage_errors(tmp_path, inputs, run_cli):
     assert not (tmp_path / "m.tsv").exists()
     with pytest.raises(SystemExit):
         run_cli(*base[:-2], "--marker", tmp_path / "m.tsv", "--max-crash-fraction", 2, "--", "frames")
+
+
+# ------------------------------------------------------------------------------------------------ batch mode
+class FakeBatch:
+    """A batch executor over FakeStage: records the batches it got; `preempt` makes the n-th batch return 143."""
+
+    def __init__(self, stage: FakeStage, preempt_batch: int | None = None):
+        self.stage, self.batches, self.preempt_batch = stage, [], preempt_batch
+
+    def __call__(self, argvs: list[list[str]]) -> list[int]:
+        self.batches.append([dict(zip(a[1::2], a[2::2], strict=False))["--seq"] for a in argvs])
+        if self.preempt_batch is not None and len(self.batches) == self.preempt_batch:
+            return [143] * len(argvs)
+        codes = []
+        for a in argvs:
+            try:
+                codes.append(self.stage(a))
+            except RuntimeError:
+                codes.append(2)
+        return codes
+
+
+def test_batch_mode_runs_the_sequences_to_do_k_at_a_time_and_journals_each(tmp_path, inputs):
+    ids, sheet = inputs
+    stage = FakeStage(fail={"seq03"})
+    t = task(tmp_path, sheet, size=10, batch_size=3, max_crash_fraction=0.2)
+    first = FakeBatch(stage)
+    code, outcomes = run_shard(t, stage, first)
+    assert code == 0 and first.batches == [ids[0:3], ids[3:6], ids[6:9], ids[9:10]]
+    assert {o.sequence: o.status for o in outcomes}["seq03"] == "error"
+    assert sum(o.status == "ok" for o in outcomes) == 9 and set(read_journal(t.journal)) == set(ids) - {"seq03"}
+    (tmp_path / "in/seq05.txt").write_text("changed")  # a rerun batches only what is not reused
+    os.utime(tmp_path / "in/seq05.txt", (2e9, 2e9))
+    second = FakeBatch(FakeStage())
+    code, outcomes = run_shard(t, stage, second)
+    assert code == 0 and second.batches == [["seq03", "seq05"]]
+    assert [o.sequence for o in outcomes] == ids  # outcomes in sheet order
+
+
+def test_a_preempted_batch_stops_the_shard_and_a_rerun_forms_the_same_batch(tmp_path, inputs):
+    ids, sheet = inputs
+    t = task(tmp_path, sheet, size=10, batch_size=4)
+    code, _ = run_shard(t, FakeStage(), FakeBatch(FakeStage(), preempt_batch=2))
+    assert code == 143 and not t.marker.exists() and set(read_journal(t.journal)) == set(ids[:4])
+    again = FakeBatch(FakeStage())
+    code, _ = run_shard(t, FakeStage(), again)
+    assert code == 0 and again.batches == [ids[4:8], ids[8:10]]  # the preempted batch again, whole
+
+
+def test_a_batch_executor_that_raises_marks_its_sequences_crashed(tmp_path, inputs, caplog):
+    ids, sheet = inputs
+
+    def broken(argvs):
+        raise RuntimeError("CUDA error in the batch")
+
+    code, outcomes = run_shard(task(tmp_path, sheet, size=4, batch_size=2, max_crash_fraction=1.0), FakeStage(),
+                               broken)
+    assert code == 0 and [o.status for o in outcomes] == ["crashed"] * 4
+    assert "CUDA error in the batch" in outcomes[0].message and "CUDA error in the batch" in caplog.text

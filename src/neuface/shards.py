@@ -140,6 +140,7 @@ class ShardTask:
     inputs: tuple[str, ...] = ()
     sheet_inputs: bool = False
     max_crash_fraction: float = 0.05
+    batch_size: int = 1
 
     @property
     def journal(self) -> Path:
@@ -156,10 +157,28 @@ class Outcome:
 
 
 Executor = Callable[[list[str]], int]
+#: ``execute_batch(argvs) -> exit codes``: run several sequences' commands as one batch (e.g. K NeuFace fits as
+#: one batched computation); one code per command, in order.
+BatchExecutor = Callable[[list[list[str]]], list[int]]
 
 
-def run_shard(task: ShardTask, execute: Executor) -> tuple[int, list[Outcome]]:
+@dataclasses.dataclass
+class _Pending:
+    """A sequence whose command is to run: its filled command line, output and journal fingerprint."""
+
+    sequence: str
+    argv: list[str]
+    output: Path
+    fingerprint: str
+
+
+def run_shard(task: ShardTask, execute: Executor, execute_batch: BatchExecutor | None = None
+              ) -> tuple[int, list[Outcome]]:
     """Run ``task`` with ``execute(argv) -> exit code`` per sequence; returns the exit code and the outcomes.
+
+    With ``task.batch_size`` K > 1 and an ``execute_batch``, the sequences that need running (not reused, inputs
+    present) go K at a time to ``execute_batch`` (in sheet order, so a rerun of a preempted shard forms the same
+    batches); each gets its own outcome and journal entry as in one-at-a-time mode.
 
     Exit code 0 (marker written) unless more than ``max_crash_fraction`` of the sequences ended ``error`` or
     ``crashed``: then 1 and no marker (the journal keeps what finished). A command that returns
@@ -176,17 +195,30 @@ def run_shard(task: ShardTask, execute: Executor) -> tuple[int, list[Outcome]]:
         write_sheet(rows, shard_sheet)
         by_sequence = dict(tuple(rows.groupby("sequence", sort=True)))
         bar = tqdm(members, desc=f"{task.shard} {task.command[0]}", unit="seq", mininterval=10)
-        for sequence in bar:
+        batched = task.batch_size > 1 and execute_batch is not None
+        pending: list[_Pending] = []
+        for i, sequence in enumerate(bar):
             values = _placeholders(by_sequence[sequence], dataset_views, shard_sheet, sheet.columns)
-            outcome = _run_one(task, values, journal, execute)
-            if outcome.status == "preempted":
-                log.warning("%s: stopped by a signal during %s; exiting with %d (finished sequences are kept in %s)",
-                            task.shard, sequence, PREEMPTED_EXIT_CODE, task.journal)
-                return PREEMPTED_EXIT_CODE, outcomes
-            outcomes.append(outcome)
-            (log.info if outcome.status in ("ok", "reused") else log.warning)(
-                "%s %s: %s%s (%.1f s)", task.command[0], sequence, outcome.status,
-                f" - {outcome.message}" if outcome.message else "", outcome.seconds)
+            if not batched:
+                done = [_run_one(task, values, journal, execute)]
+            else:
+                prepared = _prepare(task, values, journal)
+                done = [prepared] if isinstance(prepared, Outcome) else []
+                pending += [] if done else [prepared]
+                if len(pending) == task.batch_size or (i + 1 == len(members) and pending):
+                    done += _run_batch(task, pending, execute_batch)
+                    pending = []
+            for outcome in done:
+                if outcome.status == "preempted":
+                    log.warning("%s: stopped by a signal during %s; exiting with %d (finished sequences are kept "
+                                "in %s)", task.shard, outcome.sequence, PREEMPTED_EXIT_CODE, task.journal)
+                    return PREEMPTED_EXIT_CODE, outcomes
+                outcomes.append(outcome)
+                (log.info if outcome.status in ("ok", "reused") else log.warning)(
+                    "%s %s: %s%s (%.1f s)", task.command[0], outcome.sequence, outcome.status,
+                    f" - {outcome.message}" if outcome.message else "", outcome.seconds)
+    position = {s: i for i, s in enumerate(members)}
+    outcomes.sort(key=lambda o: position[o.sequence])  # batch mode finishes reused sequences first
     counts = {s: sum(o.status == s for o in outcomes) for s in STATUSES}
     failed = counts["error"] + counts["crashed"]
     log.info("%s %s: %s", task.shard, task.command[0], ", ".join(f"{n} {s}" for s, n in counts.items() if n))
@@ -203,7 +235,8 @@ def run_shard(task: ShardTask, execute: Executor) -> tuple[int, list[Outcome]]:
     return 0, outcomes
 
 
-def _run_one(task: ShardTask, values: dict[str, str], journal: dict[str, dict], execute: Executor) -> Outcome:
+def _prepare(task: ShardTask, values: dict[str, str], journal: dict[str, dict]) -> Outcome | _Pending:
+    """``reused`` / ``missing_input`` outcomes, or the sequence's command to run (its stale output removed)."""
     sequence = values["sequence"]
     output = Path(fill(task.output, values))
     values = {**values, "output": str(output)}
@@ -214,7 +247,6 @@ def _run_one(task: ShardTask, values: dict[str, str], journal: dict[str, dict], 
     fingerprint = _fingerprint([fill(a, stable) for a in task.command], stable)
     required = [Path(fill(t, values)) for t in task.inputs]
     extra = [Path(p) for p in values["_sheet_paths"].split("\t") if p] if task.sheet_inputs else []
-    t0 = time.perf_counter()
     if _is_fresh(journal.get(sequence), fingerprint, output, required + [p for p in extra if p.exists()]):
         return Outcome(sequence, "reused", 0.0, str(output))
     output.unlink(missing_ok=True)  # never leave a stale output behind a failed rerun
@@ -222,23 +254,51 @@ def _run_one(task: ShardTask, values: dict[str, str], journal: dict[str, dict], 
     if missing:
         return Outcome(sequence, "missing_input", 0.0, str(output), "missing " + ", ".join(missing))
     output.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        code = execute(argv)
-    except Exception as exc:  # noqa: BLE001 - isolate the sequence; the traceback goes to the log
-        log.error("%s %s crashed:\n%s", task.command[0], sequence, traceback.format_exc())
-        output.unlink(missing_ok=True)  # written before the crash or not: not a result to pass downstream
+    return _Pending(sequence, argv, output, fingerprint)
+
+
+def _finish(task: ShardTask, p: _Pending, result: int | BaseException, seconds: float) -> Outcome:
+    """The outcome of a command that returned ``result`` (an exit code, or the exception it raised)."""
+    if isinstance(result, BaseException):
+        log.error("%s %s crashed:\n%s", task.command[0], p.sequence,
+                  "".join(traceback.format_exception(result)))
+        p.output.unlink(missing_ok=True)  # written before the crash or not: not a result to pass downstream
         _release_memory()
-        return Outcome(sequence, "crashed", time.perf_counter() - t0, str(output), f"{type(exc).__name__}: {exc}")
-    seconds = time.perf_counter() - t0
-    if code == PREEMPTED_EXIT_CODE:
-        return Outcome(sequence, "preempted", seconds, str(output))
-    if code != 0:
-        output.unlink(missing_ok=True)
-        return Outcome(sequence, "error", seconds, str(output), f"exit code {code} (see the log above)")
-    if not output.exists():
-        return Outcome(sequence, "error", seconds, str(output), "the command wrote no output")
-    append_journal(task.journal, sequence, fingerprint, output)
-    return Outcome(sequence, "ok", seconds, str(output))
+        return Outcome(p.sequence, "crashed", seconds, str(p.output), f"{type(result).__name__}: {result}")
+    if result == PREEMPTED_EXIT_CODE:
+        return Outcome(p.sequence, "preempted", seconds, str(p.output))
+    if result != 0:
+        p.output.unlink(missing_ok=True)
+        return Outcome(p.sequence, "error", seconds, str(p.output), f"exit code {result} (see the log above)")
+    if not p.output.exists():
+        return Outcome(p.sequence, "error", seconds, str(p.output), "the command wrote no output")
+    append_journal(task.journal, p.sequence, p.fingerprint, p.output)
+    return Outcome(p.sequence, "ok", seconds, str(p.output))
+
+
+def _run_one(task: ShardTask, values: dict[str, str], journal: dict[str, dict], execute: Executor) -> Outcome:
+    prepared = _prepare(task, values, journal)
+    if isinstance(prepared, Outcome):
+        return prepared
+    t0 = time.perf_counter()
+    try:
+        code: int | BaseException = execute(prepared.argv)
+    except Exception as exc:  # noqa: BLE001 - isolate the sequence; the traceback goes to the log
+        code = exc
+    return _finish(task, prepared, code, time.perf_counter() - t0)
+
+
+def _run_batch(task: ShardTask, pending: list[_Pending], execute_batch: BatchExecutor) -> list[Outcome]:
+    """Run ``pending`` as one batch; a batch that raises marks each of its sequences crashed."""
+    t0 = time.perf_counter()
+    try:
+        codes: list[int | BaseException] = list(execute_batch([p.argv for p in pending]))
+        if len(codes) != len(pending):
+            raise RuntimeError(f"the batch executor returned {len(codes)} exit codes for {len(pending)} commands")
+    except Exception as exc:  # noqa: BLE001 - isolate the batch; the traceback goes to the log
+        codes = [exc] * len(pending)
+    share = (time.perf_counter() - t0) / len(pending)
+    return [_finish(task, p, code, share) for p, code in zip(pending, codes, strict=True)]
 
 
 def _placeholders(rows: pd.DataFrame, dataset_views: dict[str, str], shard_sheet: Path,

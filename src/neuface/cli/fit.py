@@ -47,9 +47,7 @@ def _settings_dict(text: str | None) -> dict:
     return value
 
 
-def _fit(args: argparse.Namespace) -> int:
-    from neuface.fitting import api
-    from neuface.fitting.checkpoint import PREEMPTED_EXIT_CODE, Preempted, StopSignal
+def _resolved(args: argparse.Namespace):
     from neuface.fitting.config import resolve_annotator
 
     overrides = _settings_dict(args.settings)
@@ -57,7 +55,45 @@ def _fit(args: argparse.Namespace) -> int:
                        ("device", args.device)):
         if value is not None:
             overrides[key] = value
-    settings = resolve_annotator(args.annotator, overrides)
+    return resolve_annotator(args.annotator, overrides)
+
+
+#: Options that must be equal for fit command lines to run as one batch (per-sequence: crops, landmarks, out,
+#: checkpoint).
+_SHARED = ("flame", "embedding", "annotator", "settings", "encoder", "encoder_weights", "device")
+
+
+def fit_many(parsed: list[argparse.Namespace]) -> list[int]:
+    """Run several parsed ``neuface fit`` command lines as one :func:`~neuface.fitting.api_batch.run_fits` call
+    (a neuface annotator's clips fitted as one batch); one exit code per command line (143 for all on SIGTERM)."""
+    from neuface.fitting.api_batch import FitJob, run_fits
+    from neuface.fitting.checkpoint import PREEMPTED_EXIT_CODE, Preempted, StopSignal
+
+    first = parsed[0]
+    for args in parsed[1:]:
+        differ = [k for k in _SHARED if getattr(args, k) != getattr(first, k)]
+        if differ:
+            raise NeufaceError(f"fit command lines of one batch differ in {', '.join('--' + k for k in differ)}")
+    settings = _resolved(first)
+    jobs = [FitJob(a.crops, a.landmarks, a.out, a.checkpoint) for a in parsed]
+    with StopSignal() as stop:
+        try:
+            statuses = run_fits(jobs, first.flame, first.embedding, first.annotator, settings, stop=stop)
+        except Preempted as exc:
+            log.warning("%s; batch checkpoint next to %s", exc, first.checkpoint)
+            return [PREEMPTED_EXIT_CODE] * len(parsed)
+    for status in statuses:
+        if status.warnings:
+            log.warning("fit %s: %d warning(s) carried from upstream: %s", status.sequence, len(status.warnings),
+                        "; ".join(status.warnings))
+    return [0] * len(parsed)
+
+
+def _fit(args: argparse.Namespace) -> int:
+    from neuface.fitting import api
+    from neuface.fitting.checkpoint import PREEMPTED_EXIT_CODE, Preempted, StopSignal
+
+    settings = _resolved(args)
     with StopSignal() as stop:
         try:
             # the fit file carries the upstream stages' warnings (partial inputs: truncated video,

@@ -49,6 +49,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--max-crash-fraction", type=_fraction, default=0.05,
                         help="fail the shard (no marker, so it is retried) if more than this fraction of its "
                              "sequences fail (default 0.05)")
+    parser.add_argument("--batch", type=positive_int, default=1,
+                        help="run the sequences K at a time as one batch where the subcommand supports it "
+                             "('fit' with a neuface annotator: K clips fitted as one batched computation); "
+                             "default 1")
     parser.add_argument("command", nargs=argparse.REMAINDER, help="-- SUBCOMMAND ARGS... (with placeholders)")
     parser.set_defaults(func=_shard)
 
@@ -77,6 +81,30 @@ def in_process_executor():
     return execute
 
 
+def in_process_batch_executor():
+    """``execute_batch(argvs) -> exit codes``: ``fit`` command lines go to one batched fit
+    (:func:`neuface.cli.fit.fit_many`); anything else runs one command at a time."""
+    from neuface.cli import build_parser
+    from neuface.cli.fit import fit_many
+
+    parser, one = build_parser(), in_process_executor()
+
+    def execute_batch(argvs: list[list[str]]) -> list[int]:
+        if not all(a[:1] == ["fit"] for a in argvs):
+            return [one(a) for a in argvs]
+        try:
+            parsed = [parser.parse_args(a) for a in argvs]
+        except SystemExit:  # a usage error: run them one by one, each records its own
+            return [one(a) for a in argvs]
+        try:
+            return fit_many(parsed)
+        except NeufaceError as exc:
+            log.error("%s", exc)
+            return [2] * len(argvs)
+
+    return execute_batch
+
+
 def _shard(args: argparse.Namespace) -> int:
     from neuface.shards import ShardTask, run_shard
 
@@ -87,6 +115,7 @@ def _shard(args: argparse.Namespace) -> int:
         raise NeufaceError("a shard cannot run 'shard' again")
     task = ShardTask(sheet=Path(args.sheet), shard=args.shard, shard_size=args.shard_size, command=tuple(command),
                      output=args.output, marker=Path(args.marker), inputs=tuple(args.input),
-                     sheet_inputs=args.sheet_inputs, max_crash_fraction=args.max_crash_fraction)
-    code, _ = run_shard(task, in_process_executor())
+                     sheet_inputs=args.sheet_inputs, max_crash_fraction=args.max_crash_fraction,
+                     batch_size=args.batch)
+    code, _ = run_shard(task, in_process_executor(), in_process_batch_executor() if args.batch > 1 else None)
     return code

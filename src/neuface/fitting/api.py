@@ -137,14 +137,29 @@ def run_fit(crops: str | os.PathLike, landmarks: str | os.PathLike, flame_path: 
                 by_shot = None
                 outcome = _dispatch(encoder, flame, seq, settings, device, ckpt)
         except FitFailure as exc:
-            status = StageStatus.failed(seq.sequence, STAGE, str(exc), annotator=annotator).with_warnings(
-                upstream.warnings)
-            meta.wall_time_s = time.perf_counter() - t0
-            meta.peak_memory_bytes = _peak_memory(device)
-            write_fit(out, status, meta)
+            status = write_failed_fit(out, seq, annotator, exc, meta, upstream, time.perf_counter() - t0, device)
             ckpt.done()
-            log.error("%s", status.summary())
             return status
+    status = write_outcome(out, seq, annotator, outcome, by_shot, meta, upstream, flame, time.perf_counter() - t0,
+                           device)
+    ckpt.done()
+    return status
+
+
+def write_failed_fit(out, seq, annotator: str, exc: FitFailure, meta: FitMeta, upstream: StageStatus,
+                     seconds: float, device: torch.device) -> StageStatus:
+    """Write the failed fit of ``seq`` (the reason, the upstream warnings); returns its status."""
+    status = StageStatus.failed(seq.sequence, STAGE, str(exc), annotator=annotator).with_warnings(upstream.warnings)
+    meta.wall_time_s = seconds
+    meta.peak_memory_bytes = _peak_memory(device)
+    write_fit(out, status, meta)
+    log.error("%s", status.summary())
+    return status
+
+
+def write_outcome(out, seq, annotator: str, outcome, by_shot, meta: FitMeta, upstream: StageStatus, flame,
+                  seconds: float, device: torch.device) -> StageStatus:
+    """Write the fit file of a successful fit (parameters, landmarks, losses, details); returns its status."""
     params = outcome.params
     if by_shot is None:
         lmk_pred = predict_landmarks_px(flame, params, seq.transforms, seq.crop_size)
@@ -154,7 +169,7 @@ def run_fit(crops: str | os.PathLike, landmarks: str | os.PathLike, flame_path: 
               "pose": params.pose, "cam": params.cam, "crop_transforms": seq.transforms.numpy(),
               "landmarks": seq.landmarks_px.numpy(), "detected": seq.detected.numpy(),
               "landmarks_pred": lmk_pred}
-    meta.wall_time_s = time.perf_counter() - t0
+    meta.wall_time_s = seconds
     meta.peak_memory_bytes = _peak_memory(device)
     beta_norm = float(np.linalg.norm(params.shape))
     details = {"annotator": annotator, "n_steps": outcome.n_steps, "beta_norm": beta_norm,
@@ -168,7 +183,6 @@ def run_fit(crops: str | os.PathLike, landmarks: str | os.PathLike, flame_path: 
     # the upstream stages' warnings (partial inputs: truncated decode, trimmed/missing/dropped views) go on
     status = StageStatus(seq.sequence, STAGE, details=details, warnings=carry_warnings(upstream.warnings))
     write_fit(out, status, meta, arrays, outcome.losses)
-    ckpt.done()
     log.info("%s (%.1f s on %s)", status.summary(), meta.wall_time_s, device)
     return status
 
