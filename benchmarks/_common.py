@@ -17,3 +17,22 @@ def matmul_gflops(n: int = 2048, repeats: int = 5) -> float:
         a @ b
         best = min(best, time.perf_counter() - t0)
     return 2 * n ** 3 / best / 1e9
+
+
+def kit_flame_and_shipped_encoder(quick: bool):
+    """The default kit's head model (seed 0) and the builtin encoder the package ships for it (``quick``: a few
+    pre-training steps instead, for smoke runs)."""
+    from neuface.encoders.builtin import load_builtin
+    from neuface.encoders.pretrain import pretrain_builtin
+    from neuface.encoders.shipped import SHIPPED_DIR
+    from neuface.flame import FlameLayer
+    from neuface.pretrain_settings import PretrainSettings
+    from neuface.synthetic.kit import generate
+
+    model, emb = generate(0)
+    flame = FlameLayer(model, emb)
+    if quick:
+        encoder, _ = pretrain_builtin(flame, PretrainSettings(steps=20, batch_size=8, pool_size=16))
+    else:
+        encoder = load_builtin(SHIPPED_DIR / "builtin-kit-seed0.pt")
+    return flame, encoder

@@ -19,29 +19,18 @@ from pathlib import Path
 
 import torch
 
-from neuface.encoders.builtin import load_builtin
-from neuface.encoders.pretrain import pretrain_builtin
-from neuface.encoders.shipped import SHIPPED_DIR
+from benchmarks._common import kit_flame_and_shipped_encoder
 from neuface.fitting.batched import fit_neuface_batch
 from neuface.fitting.config import resolve_annotator
 from neuface.fitting.data import load_sequence
 from neuface.fitting.demo_data import write_synthetic_sequence
 from neuface.fitting.neuface import fit_neuface
-from neuface.flame import FlameLayer
-from neuface.pretrain_settings import PretrainSettings
 
 log = logging.getLogger("benchmarks.bench_batched")
 
 
 def clips_and_encoder(n_clips: int, n_frames: int, quick: bool, tmp: Path):
-    from neuface.synthetic.kit import generate
-
-    model, emb = generate(0)
-    flame = FlameLayer(model, emb)
-    if quick:
-        encoder, _ = pretrain_builtin(flame, PretrainSettings(steps=5, batch_size=4, pool_size=8))
-    else:
-        encoder = load_builtin(SHIPPED_DIR / "builtin-kit-seed0.pt")
+    flame, encoder = kit_flame_and_shipped_encoder(quick)
     seqs = []
     for i in range(n_clips):
         s = write_synthetic_sequence(tmp / f"c{i}", flame, n_frames=n_frames, views=("front",), size=224,
@@ -60,6 +49,8 @@ def run(quick: bool = False) -> list[dict]:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         flame, encoder, seqs = clips_and_encoder(max(ks), n_frames, quick, Path(tmp))
+        fit_neuface(copy.deepcopy(encoder), flame, seqs[0], settings.replace(n_passes=1), cpu)  # warm-up
+        fit_neuface_batch(copy.deepcopy(encoder), flame, seqs[:2], settings.replace(n_passes=1), cpu)
         t0 = time.perf_counter()
         for seq in seqs[:2]:
             fit_neuface(copy.deepcopy(encoder), flame, seq, settings, cpu)

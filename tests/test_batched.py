@@ -23,7 +23,7 @@ from neuface.fitting.neuface import fit_neuface
 CPU = torch.device("cpu")
 #: A short convergence-aware schedule that ends at different passes for different clips.
 SCHEDULE = {"lr": 1e-3, "n_passes": 12, "window_frames": 3, "min_passes": 2, "converge_tol": 0.01, "patience": 2,
-            "progress": False}
+            "progress": False, "channels_last": False}
 
 
 @pytest.fixture(scope="module")
@@ -48,8 +48,12 @@ def _single(encoder, kit, seq, settings):
 
 
 def _close(a, b, tol: float = 1e-3) -> None:
+    """Same schedule, loss curves to 1e-3 relative, pose and camera to ``tol``; β and ψ to 10 × ``tol``: Adam's
+    normalised step turns float noise in directions of near-zero gradient into lr-sized moves of those weakly
+    determined coefficients (measured: 6e-3 in ψ on a 4-frame clip whose loss curve agrees to 2e-4)."""
     for key in ("shape", "expression", "global_pose", "pose", "cam"):
-        np.testing.assert_allclose(getattr(a.params, key), getattr(b.params, key), atol=tol, rtol=0, err_msg=key)
+        atol = 10 * tol if key in ("shape", "expression") else tol
+        np.testing.assert_allclose(getattr(a.params, key), getattr(b.params, key), atol=atol, rtol=0, err_msg=key)
     assert a.n_steps == b.n_steps and a.details["passes"] == b.details["passes"]
     assert a.details["stop_reason"] == b.details["stop_reason"]
     np.testing.assert_allclose(a.losses["total"], b.losses["total"], rtol=1e-3, atol=1e-6)

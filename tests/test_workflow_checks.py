@@ -75,6 +75,6 @@ def test_resolved_settings_hash_follows_the_package_defaults(monkeypatch):
     assert before == resolved_settings_hash(copy.deepcopy(CONFIG), "neuface")
     assert resolved_settings_hash(_with(common__lr=1e-4), "neuface") != before
     json_before = json.dumps(annotator_settings(CONFIG, "neuface"), sort_keys=True)
-    monkeypatch.setitem(fit_config.DEFAULT_ANNOTATORS, "neuface", {"method": "neuface", "e_step": "separate"})
+    monkeypatch.setitem(fit_config.DEFAULT_ANNOTATORS, "neuface", {"method": "neuface", "e_step": "reuse"})
     assert json.dumps(annotator_settings(CONFIG, "neuface"), sort_keys=True) == json_before
     assert resolved_settings_hash(CONFIG, "neuface") != before

@@ -39,10 +39,11 @@ class AnnotatorSettings:
     ``patience``-th plateau (``converge_tol = 0`` runs exactly ``n_passes``). ``lr_schedule``: ``constant``
     (official), ``cosine`` (to ``lr_min_factor`` × lr over ``n_passes``) or ``plateau`` (× ``lr_decay`` at every
     plateau). ``shuffle_windows`` permutes the window order every pass (seeded by ``seed`` and the pass, so a
-    resumed fit takes the same order). ``e_step``: ``reuse`` builds the next pass's targets from the predictions
-    the M-step already made (detached, each window's prediction before its own update, as the official loop;
-    only the first pass pays a separate no-grad pass), ``separate`` runs a no-grad pass over the whole sequence
-    at the start of every pass (targets from one set of weights). ``final_full_steps`` adds Adam steps on the
+    resumed fit takes the same order). ``e_step``: ``separate`` runs a no-grad pass over the whole sequence at
+    the start of every pass (targets from the current weights); ``reuse`` builds the next pass's targets from the
+    predictions the M-step already made (detached, each window's prediction before its own update, as the
+    official loop; only the first pass pays a separate pass) — cheaper per pass, but the targets lag a pass
+    behind and slow the landmark fit on short clips (docs/fitting.md). ``final_full_steps`` adds Adam steps on the
     whole sequence at once (gradients of every window accumulated), which favour no window.
 
     Identity: ``lambda_beta`` weighs the Gaussian prior ``‖β‖²`` of the β FLAME is evaluated with (neuface and
@@ -71,7 +72,7 @@ class AnnotatorSettings:
     lr_decay: float = 0.5
     lr_min_factor: float = 0.05
     shuffle_windows: bool = True
-    e_step: str = "reuse"
+    e_step: str = "separate"
     final_full_steps: int = 0
     shape_mode: str = "mean"
     lambda_shape: float = 1.0
