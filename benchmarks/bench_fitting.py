@@ -44,9 +44,10 @@ def _flame() -> FlameLayer:
     return FlameLayer(model, emb)
 
 
-def measure(encoder, flame: FlameLayer, n_frames: int, n_views: int, repeats: int) -> dict:
-    """Best-of step time, FLOPs per step and E-step time for one window of ``n_frames`` × ``n_views``."""
-    settings = resolve_annotator("neuface", {"window_frames": n_frames, "progress": False})
+def measure(encoder, flame: FlameLayer, n_frames: int, n_views: int, repeats: int, **options) -> dict:
+    """Best-of step time, FLOPs per step and E-step time for one window of ``n_frames`` × ``n_views``
+    (``options``: annotator settings such as ``amp`` / ``channels_last``)."""
+    settings = resolve_annotator("neuface", {"window_frames": n_frames, "progress": False, **options})
     seq = random_sequence(n_frames, n_views)
     dev = torch.device("cpu")
     encoder.eval()
@@ -97,4 +98,32 @@ def run(quick: bool = False) -> list[dict]:
                      "unit": "images/s", "reference": n_img / ideal, "ratio": ideal / m["step_s"]})
         rows.append({"name": f"{name} E-step {n_img} images (no grad, incl. targets)", "value": m["estep_s"],
                      "unit": "s", "reference": None, "ratio": None})
+    rows += _option_rows(flame, quick)
+    return rows
+
+
+def _option_rows(flame: FlameLayer, quick: bool) -> list[dict]:
+    """The GPU-path options on this CPU: M-step time of the builtin encoder (mono, 5 frames) with channels-last,
+    bf16 autocast and ``torch.compile``, each against plain fp32 contiguous in the same run."""
+    from neuface.encoders import BuiltinEncoder
+
+    n_f, repeats = (2, 1) if quick else (5, 3)
+
+    def step_time(**options) -> float:
+        enc = BuiltinEncoder().reset_parameters(0)
+        if options.pop("compile_", False):
+            enc = torch.compile(enc)
+        return measure(enc, flame, n_f, 1, repeats, **options)["step_s"]
+
+    ref = step_time(channels_last=False)
+    rows = []
+    for label, options in (("channels_last", {"channels_last": True}), ("bf16 autocast", {"amp": True,
+                           "channels_last": False}), ("torch.compile", {"compile_": True, "channels_last": False})):
+        try:
+            value = step_time(**options)
+        except Exception as exc:  # noqa: BLE001 - an option that does not run here is reported, not fatal
+            log.warning("%s does not run on this machine: %s", label, str(exc).splitlines()[0][:200])
+            continue
+        rows.append({"name": f"builtin M-step mono x {n_f} frames, {label} (ref: fp32 contiguous)", "value": value,
+                     "unit": "s/step", "reference": ref, "ratio": value / ref})
     return rows
