@@ -1,15 +1,16 @@
 """NeuFace optimisation (paper Eq. 1): fit the encoder weights w to one video, EM style.
 
-Per pass: **E-step** (no gradient, whole sequence in chunks) runs the encoder on every frame and view and builds
-the latent targets — per view a centred moving average of head-rotation quaternions over the *full* sequence
-(continuous across window boundaries), per frame the confidence-weighted multi-view mean canonical mesh, and the
-sequence's mean identity β. **M-step**: windows of ``window_frames`` frames × all views in one batch (in a
-seeded random order per pass), one Adam step each on ``λ2d·L2D + λtemp·Ltemporal + λview·Lmultiview
-(+ λshape·Lshape)``. The schedule is convergence-aware (see :class:`~neuface.fitting.config.AnnotatorSettings`):
-passes stop once the per-pass L2D stops improving, the learning rate decays at plateaus, and optional
-full-sequence steps end the fit. After the last step, a no-grad pass gives the parameters (one β per sequence:
-the mean of the per-image β, or of the β the batches were tied to). With one view the multi-view term is never
-computed.
+Per pass: **E-step** (:mod:`neuface.fitting.estep`; by default a no-grad pass over the whole sequence in chunks,
+with ``e_step: reuse`` the M-step's own predictions of the previous pass) builds the latent targets — per view
+a centred moving average of head-rotation quaternions over the *full* sequence (continuous across window
+boundaries), per frame the confidence-weighted multi-view mean canonical mesh, and the sequence's mean identity
+β. **M-step**: windows of ``window_frames`` frames × all views in one batch (in a seeded random order per pass),
+one Adam step each on ``λ2d·L2D + λtemp·Ltemporal + λview·Lmultiview (+ λshape·Lshape)``. The schedule is
+convergence-aware (see :class:`~neuface.fitting.config.AnnotatorSettings`): passes stop once the per-pass L2D
+stops improving, the learning rate decays at plateaus, and optional full-sequence steps end the fit. After the
+last step, a no-grad pass gives the parameters (one β per sequence: the mean of the per-image β, or of the β the
+batches were tied to). With one view the multi-view term is never computed. K clips as one batched computation:
+:mod:`neuface.fitting.batched`.
 """
 
 from __future__ import annotations
