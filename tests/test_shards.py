@@ -352,3 +352,20 @@ def test_a_batch_executor_that_raises_marks_its_sequences_crashed(tmp_path, inpu
                                broken)
     assert code == 0 and [o.status for o in outcomes] == ["crashed"] * 4
     assert "CUDA error in the batch" in outcomes[0].message and "CUDA error in the batch" in caplog.text
+
+
+def test_batches_group_sequences_of_equal_view_count(tmp_path):
+    """Monocular and 2-view sequences interleaved in the shard: each batch holds one view count (a batched fit
+    pads to the largest window), in sheet order within a count; leftovers run at the end, fewest views first."""
+    ids = [f"s{i}" for i in range(7)]  # odd ones have two views
+    (tmp_path / "in").mkdir()
+    rows = ["sequence\tview\tsplit\tpath"]
+    for i, s in enumerate(ids):
+        (tmp_path / f"in/{s}.txt").write_text(s)
+        rows += [f"{s}\t{v}\ttrain\tv.mp4" for v in (("front", "left") if i % 2 else ("front",))]
+    sheet = tmp_path / "sheet.tsv"
+    sheet.write_text("\n".join(rows) + "\n")
+    batches = FakeBatch(FakeStage())
+    code, outcomes = run_shard(task(tmp_path, sheet, size=7, batch_size=2), FakeStage(), batches)
+    assert code == 0 and [o.sequence for o in outcomes] == ids
+    assert batches.batches == [["s0", "s2"], ["s1", "s3"], ["s4", "s6"], ["s5"]]

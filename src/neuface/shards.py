@@ -177,8 +177,10 @@ def run_shard(task: ShardTask, execute: Executor, execute_batch: BatchExecutor |
     """Run ``task`` with ``execute(argv) -> exit code`` per sequence; returns the exit code and the outcomes.
 
     With ``task.batch_size`` K > 1 and an ``execute_batch``, the sequences that need running (not reused, inputs
-    present) go K at a time to ``execute_batch`` (in sheet order, so a rerun of a preempted shard forms the same
-    batches); each gets its own outcome and journal entry as in one-at-a-time mode.
+    present) go K at a time to ``execute_batch``, grouped by view count (a batched fit pads every clip's window
+    to the largest; monocular clips batch with monocular clips) and in sheet order within a group, so a rerun of
+    a preempted shard forms the same batches; each gets its own outcome and journal entry as in one-at-a-time
+    mode.
 
     Exit code 0 (marker written) unless more than ``max_crash_fraction`` of the sequences ended ``error`` or
     ``crashed``: then 1 and no marker (the journal keeps what finished). A command that returns
@@ -196,7 +198,7 @@ def run_shard(task: ShardTask, execute: Executor, execute_batch: BatchExecutor |
         by_sequence = dict(tuple(rows.groupby("sequence", sort=True)))
         bar = tqdm(members, desc=f"{task.shard} {task.command[0]}", unit="seq", mininterval=10)
         batched = task.batch_size > 1 and execute_batch is not None
-        pending: list[_Pending] = []
+        pending: dict[int, list[_Pending]] = {}  # by view count: a batch pads every window to its largest
         for i, sequence in enumerate(bar):
             values = _placeholders(by_sequence[sequence], dataset_views, shard_sheet, sheet.columns)
             if not batched:
@@ -204,10 +206,14 @@ def run_shard(task: ShardTask, execute: Executor, execute_batch: BatchExecutor |
             else:
                 prepared = _prepare(task, values, journal)
                 done = [prepared] if isinstance(prepared, Outcome) else []
-                pending += [] if done else [prepared]
-                if len(pending) == task.batch_size or (i + 1 == len(members) and pending):
-                    done += _run_batch(task, pending, execute_batch)
-                    pending = []
+                if not done:
+                    n_views = len(values["views"].split(","))
+                    pending.setdefault(n_views, []).append(prepared)
+                    if len(pending[n_views]) == task.batch_size:
+                        done += _run_batch(task, pending.pop(n_views), execute_batch)
+                if i + 1 == len(members):
+                    for key in sorted(pending):
+                        done += _run_batch(task, pending[key], execute_batch)
             for outcome in done:
                 if outcome.status == "preempted":
                     log.warning("%s: stopped by a signal during %s; exiting with %d (finished sequences are kept "
