@@ -120,7 +120,8 @@ rule fit_shard:
     benchmark:
         f"{BENCH}/shards/fit/{{annotator}}/{{shard}}.tsv"
     shell:
-        "neuface --log-file {log} shard {params.shard} --marker {output} --batch {params.batch} --"
+        "neuface --log-file {log} shard {params.shard} --marker {output} --batch {params.batch}"
+        " --fingerprint-extra {params.resolved} --"
         " fit --crops '{params.crops}' --landmarks '{params.landmarks}'"
         " --flame {input.model} --embedding {input.embedding} --annotator {wildcards.annotator}"
         " --settings '{params.settings}' --encoder {params.encoder} --encoder-weights {input.weights}"

@@ -369,3 +369,15 @@ def test_batches_group_sequences_of_equal_view_count(tmp_path):
     code, outcomes = run_shard(task(tmp_path, sheet, size=7, batch_size=2), FakeStage(), batches)
     assert code == 0 and [o.sequence for o in outcomes] == ids
     assert batches.batches == [["s0", "s2"], ["s1", "s3"], ["s4", "s6"], ["s5"]]
+
+
+def test_a_changed_fingerprint_extra_redoes_the_sequences(tmp_path, inputs):
+    """The fit shard passes the hash of the resolved settings: a changed package default (same command line)
+    redoes every sequence instead of reusing the journal; the same value reuses them."""
+    ids, sheet = inputs
+    stage = FakeStage()
+    assert run_shard(task(tmp_path, sheet, fingerprint_extra="settings-a"), stage)[0] == 0
+    assert run_shard(task(tmp_path, sheet, fingerprint_extra="settings-a"), stage)[0] == 0
+    assert len(stage.calls) == 4
+    code, outcomes = run_shard(task(tmp_path, sheet, fingerprint_extra="settings-b"), stage)
+    assert code == 0 and [o.status for o in outcomes] == ["ok"] * 4 and len(stage.calls) == 8

@@ -129,6 +129,9 @@ class ShardTask:
             freshness.
         sheet_inputs: also treat the sequence's sheet paths (videos, ground truth) as inputs for freshness
             (not required: the stage records missing videos itself).
+        fingerprint_extra: what else a sequence's result depends on that its command line does not show (the
+            fit's settings with the package's defaults): part of every journal fingerprint, so a change redoes
+            the sequences.
     """
 
     sheet: Path
@@ -141,6 +144,7 @@ class ShardTask:
     sheet_inputs: bool = False
     max_crash_fraction: float = 0.05
     batch_size: int = 1
+    fingerprint_extra: str = ""
 
     @property
     def journal(self) -> Path:
@@ -250,7 +254,8 @@ def _prepare(task: ShardTask, values: dict[str, str], journal: dict[str, dict]) 
     # what the sequence's result depends on: its command line (the scratch shard sheet's path replaced by a
     # constant) and its own sheet rows (views, paths, ground truth, ...), which the shard sheet carries
     stable = {**values, "shard_sheet": "<shard_sheet>"}
-    fingerprint = _fingerprint([fill(a, stable) for a in task.command], stable)
+    extra = [task.fingerprint_extra] if task.fingerprint_extra else []  # journals without one stay valid
+    fingerprint = _fingerprint([*(fill(a, stable) for a in task.command), *extra], stable)
     required = [Path(fill(t, values)) for t in task.inputs]
     extra = [Path(p) for p in values["_sheet_paths"].split("\t") if p] if task.sheet_inputs else []
     if _is_fresh(journal.get(sequence), fingerprint, output, required + [p for p in extra if p.exists()]):

@@ -53,6 +53,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                         help="run the sequences K at a time as one batch where the subcommand supports it "
                              "('fit' with a neuface annotator: K clips fitted as one batched computation); "
                              "default 1")
+    parser.add_argument("--fingerprint-extra", default="",
+                        help="a value the sequences' results depend on beyond their command line (e.g. the hash of "
+                             "the resolved fit settings); a change redoes them instead of reusing the journal")
     parser.add_argument("command", nargs=argparse.REMAINDER, help="-- SUBCOMMAND ARGS... (with placeholders)")
     parser.set_defaults(func=_shard)
 
@@ -116,6 +119,6 @@ def _shard(args: argparse.Namespace) -> int:
     task = ShardTask(sheet=Path(args.sheet), shard=args.shard, shard_size=args.shard_size, command=tuple(command),
                      output=args.output, marker=Path(args.marker), inputs=tuple(args.input),
                      sheet_inputs=args.sheet_inputs, max_crash_fraction=args.max_crash_fraction,
-                     batch_size=args.batch)
+                     batch_size=args.batch, fingerprint_extra=args.fingerprint_extra)
     code, _ = run_shard(task, in_process_executor(), in_process_batch_executor() if args.batch > 1 else None)
     return code
