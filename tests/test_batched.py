@@ -9,6 +9,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from test_fit_resume import StopAfter
 from test_fitting import kit, make_pretrained, synth  # noqa: F401  (fixtures shared with test_fitting)
 
 from neuface.errors import NeufaceError
@@ -115,18 +116,6 @@ def test_batched_fit_refuses_what_it_does_not_support(kit, clips, encoder):
     assert fit_neuface_batch(encoder, kit["layer"], [], resolve_annotator("neuface", SCHEDULE), CPU) == []
 
 
-class _StopAfter:
-    """A StopSignal stand-in whose stop request comes at the ``n``-th poll (a SIGTERM during batched step ``n``)."""
-
-    def __init__(self, n: int) -> None:
-        self.n = n
-
-    @property
-    def requested(self) -> bool:
-        self.n -= 1
-        return self.n <= 0
-
-
 def test_preempted_and_resumed_batch_equals_uninterrupted(kit, clips, encoder, tmp_path, caplog):
     """SIGTERM at batched step 5 (one clip dropped by a NaN before): the checkpoint is written, the rerun resumes
     from it and every clip's result, the dropped clip included, equals the uninterrupted batch exactly."""
@@ -140,7 +129,7 @@ def test_preempted_and_resumed_batch_equals_uninterrupted(kit, clips, encoder, t
     path = tmp_path / "batch.ckpt"
     with pytest.raises(Preempted):
         fit_neuface_batch(copy.deepcopy(encoder), kit["layer"], batch, settings, CPU,
-                          Checkpointer(path, 3, "hash", "neuface", _StopAfter(5), inputs))
+                          Checkpointer(path, 3, "hash", "neuface", StopAfter(4), inputs))  # 5th poll
     assert path.exists() and torch.load(path, weights_only=True)["step"] == 5
     with caplog.at_level("INFO"):
         got = fit_neuface_batch(copy.deepcopy(encoder), kit["layer"], batch, settings, CPU,

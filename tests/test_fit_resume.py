@@ -86,17 +86,8 @@ def run_cli_logged(args: list[str], kill_after_checkpoint: Path | None = None) -
 
 def test_killed_and_resumed_fit_equals_uninterrupted(inputs, tmp_path):
     annotator, settings = "neuface", SETTINGS
-    from test_fitting import TinyEncoder
-
-    ref = tmp_path / "ref.h5"  # the uninterrupted reference runs in process, single-threaded like the CLI runs
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        api.run_fit(inputs["crops"], inputs["landmarks"], inputs["flame"], inputs["embedding"], annotator,
-                    resolve_annotator(annotator, {**settings, "encoder": "tiny", "device": "cpu"}), ref,
-                    encoder=TinyEncoder(0))
-    finally:
-        torch.set_num_threads(threads)
+    ref = tmp_path / "ref.h5"
+    _reference_fit(inputs, annotator, settings, ref)
     out, ckpt = tmp_path / "out.h5", tmp_path / "fit.ckpt"
     rc = run_cli(argv(inputs, annotator, settings, out, ckpt), kill_after_checkpoint=ckpt)
     assert rc == -signal.SIGKILL, "the run finished before it could be killed"

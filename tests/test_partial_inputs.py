@@ -7,12 +7,11 @@ from __future__ import annotations
 
 import copy
 
-import av
 import h5py
 import numpy as np
 import pytest
 from test_fitting import TinyEncoder
-from test_video import _sheet, _write_video
+from test_video import _faststart_cut, _sheet, _write_video
 
 from neuface.crops import crop_sequence
 from neuface.dataset import NeuFaceH5
@@ -43,20 +42,6 @@ class BoxBackend:
         half = (boxes[:, 2:4] - boxes[:, :2]) / 2 * 0.8
         pts = centre[:, None] + half[:, None] * np.stack([np.cos(t), np.sin(t)], axis=1)[None]
         return pts.astype(np.float32), np.ones((len(boxes), N_POINTS), np.float32)
-
-
-def _faststart_cut(src_path, out, fraction):
-    """carphone remuxed with the moov atom first (a streamable mp4), then cut to ``fraction`` of its bytes."""
-    remuxed = out.with_suffix(".full.mp4")
-    with av.open(str(src_path)) as src, av.open(str(remuxed), "w", options={"movflags": "faststart"}) as dst:
-        stream = dst.add_stream_from_template(src.streams.video[0])
-        for pkt in src.demux(src.streams.video[0]):
-            if pkt.dts is not None:
-                pkt.stream = stream
-                dst.mux(pkt)
-    data = remuxed.read_bytes()
-    out.write_bytes(data[: int(len(data) * fraction)])
-    return out
 
 
 @pytest.fixture(scope="module")

@@ -199,17 +199,22 @@ def test_missing_views_recorded(tmp_path, carphone_path, run_cli):
     assert status.warnings == ("missing_views:left",)
 
 
-def test_truncated_streamable_file_keeps_frames_with_warning(tmp_path, carphone_path, run_cli):
-    remuxed = tmp_path / "faststart.mp4"
-    faststart = {"movflags": "faststart"}
-    with av.open(str(carphone_path)) as src, av.open(str(remuxed), "w", options=faststart) as dst:
+def _faststart_cut(src_path, out, fraction):
+    """carphone remuxed with the moov atom first (a streamable mp4), then cut to ``fraction`` of its bytes."""
+    remuxed = out.with_suffix(".full.mp4")
+    with av.open(str(src_path)) as src, av.open(str(remuxed), "w", options={"movflags": "faststart"}) as dst:
         stream = dst.add_stream_from_template(src.streams.video[0])
         for pkt in src.demux(src.streams.video[0]):
             if pkt.dts is not None:
                 pkt.stream = stream
                 dst.mux(pkt)
     data = remuxed.read_bytes()
-    (tmp_path / "cut.mp4").write_bytes(data[: len(data) // 2])
+    out.write_bytes(data[: int(len(data) * fraction)])
+    return out
+
+
+def test_truncated_streamable_file_keeps_frames_with_warning(tmp_path, carphone_path, run_cli):
+    _faststart_cut(carphone_path, tmp_path / "cut.mp4", 0.5)
     sheet = _sheet(tmp_path, [("cut", "mono", tmp_path / "cut.mp4")])
     assert run_cli("frames", "--sheet", sheet, "--sequence", "cut", "--out", tmp_path / "cut.h5") == 0
     info = frames_info(tmp_path / "cut.h5")
