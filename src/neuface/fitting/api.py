@@ -102,22 +102,16 @@ def run_fit(crops: str | os.PathLike, landmarks: str | os.PathLike, flame_path: 
     Raises:
         Preempted: SIGTERM was received; a checkpoint was written (the caller exits 143).
     """
-    for p in (flame_path, embedding_path):
-        if not Path(p).is_file():
-            raise NeufaceError(f"asset file {p} does not exist")
+    check_assets(flame_path, embedding_path)
     chash = config_hash(settings)
-    meta = FitMeta(annotator=annotator, views=[], n_frames=0, fps=math.nan, encoder_id="",
-                   config_hash=chash, config=settings.canonical_json(), flame_sha256=_flame_sha256(flame_path))
+    meta = new_meta(annotator, settings, flame_path)
     upstream = upstream_status(crops, landmarks)
     if not upstream.ok:
-        status = upstream.propagate(STAGE)
-        write_fit(out, status, meta)
-        log.warning("%s", status.summary())
-        return status
+        return write_upstream_failure(out, upstream, meta)
     device = resolve_device(settings.device)
     meta.device = str(device)
     seq = load_sequence(crops, landmarks)
-    meta.views, meta.n_frames, meta.fps, meta.crop_size = seq.views, seq.n_frames, seq.fps, seq.crop_size
+    describe_sequence(meta, seq)
     flame = cached_flame_layer(flame_path, embedding_path, n_shape=100, n_exp=50, device=device)  # read-only
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -143,6 +137,33 @@ def run_fit(crops: str | os.PathLike, landmarks: str | os.PathLike, flame_path: 
     status = write_outcome(out, seq, annotator, outcome, by_shot, meta, upstream, flame, time.perf_counter() - t0,
                            device)
     ckpt.done()
+    return status
+
+
+def check_assets(flame_path, embedding_path) -> None:
+    """A clear error for a missing FLAME model or landmark embedding (nothing can be fitted without them)."""
+    for p in (flame_path, embedding_path):
+        if not Path(p).is_file():
+            raise NeufaceError(f"asset file {p} does not exist")
+
+
+def new_meta(annotator: str, settings: AnnotatorSettings, flame_path) -> FitMeta:
+    """The fit file's metadata before the sequence is read (settings, their hash, the FLAME file's digest)."""
+    return FitMeta(annotator=annotator, views=[], n_frames=0, fps=math.nan, encoder_id="",
+                   config_hash=config_hash(settings), config=settings.canonical_json(),
+                   flame_sha256=_flame_sha256(flame_path))
+
+
+def describe_sequence(meta: FitMeta, seq) -> None:
+    """Fill the sequence's views, frame count, fps and crop size into ``meta``."""
+    meta.views, meta.n_frames, meta.fps, meta.crop_size = seq.views, seq.n_frames, seq.fps, seq.crop_size
+
+
+def write_upstream_failure(out, upstream: StageStatus, meta: FitMeta) -> StageStatus:
+    """Write the failed fit of a sequence whose crops or landmarks stage failed (no work done)."""
+    status = upstream.propagate(STAGE)
+    write_fit(out, status, meta)
+    log.warning("%s", status.summary())
     return status
 
 

@@ -15,18 +15,15 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from neuface.errors import NeufaceError
 from neuface.fitting import api
 from neuface.fitting.checkpoint import Checkpointer, StopSignal
 from neuface.fitting.config import AnnotatorSettings, config_hash
 from neuface.fitting.data import load_sequence, upstream_status
 from neuface.fitting.forward import FitFailure, deterministic_mode, resolve_device
-from neuface.fitting.output import STAGE, FitMeta, write_fit
 from neuface.process_cache import cached_flame_layer
 from neuface.status import StageStatus
 
@@ -60,9 +57,7 @@ def run_fits(jobs: list[FitJob], flame_path, embedding_path, annotator: str, set
     Raises:
         Preempted: SIGTERM was received; the batch checkpoint was written (the caller exits 143).
     """
-    for p in (flame_path, embedding_path):
-        if not Path(p).is_file():
-            raise NeufaceError(f"asset file {p} does not exist")
+    api.check_assets(flame_path, embedding_path)
     if settings.method != "neuface" or len(jobs) < 2:
         return [api.run_fit(j.crops, j.landmarks, flame_path, embedding_path, annotator, settings, j.out,
                             checkpoint=j.checkpoint, encoder=encoder, stop=stop) for j in jobs]
@@ -71,19 +66,16 @@ def run_fits(jobs: list[FitJob], flame_path, embedding_path, annotator: str, set
     batch = []  # (index, job, sequence, meta, upstream)
     for i, job in enumerate(jobs):
         upstream = upstream_status(job.crops, job.landmarks)
-        meta = FitMeta(annotator=annotator, views=[], n_frames=0, fps=math.nan, encoder_id="", config_hash=chash,
-                       config=settings.canonical_json(), flame_sha256=api._flame_sha256(flame_path))
+        meta = api.new_meta(annotator, settings, flame_path)
         if not upstream.ok:
-            statuses[i] = upstream.propagate(STAGE)
-            write_fit(job.out, statuses[i], meta)
-            log.warning("%s", statuses[i].summary())
+            statuses[i] = api.write_upstream_failure(job.out, upstream, meta)
             continue
         seq = load_sequence(job.crops, job.landmarks)
         if seq.n_shots > 1:  # one identity per shot: fitted shot by shot on its own
             statuses[i] = api.run_fit(job.crops, job.landmarks, flame_path, embedding_path, annotator, settings,
                                       job.out, checkpoint=job.checkpoint, encoder=encoder, stop=stop)
             continue
-        meta.views, meta.n_frames, meta.fps, meta.crop_size = seq.views, seq.n_frames, seq.fps, seq.crop_size
+        api.describe_sequence(meta, seq)
         batch.append((i, job, seq, meta, upstream))
     if batch:
         for i, status in zip([b[0] for b in batch], _fit_batch(batch, flame_path, embedding_path, annotator,
