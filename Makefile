@@ -17,11 +17,12 @@ PYTEST_ARGS ?=
 # Workflow rules call the `neuface` CLI: put the virtualenv first on PATH for everything make runs.
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: install test lint demo benchmark bench bench-dag gpu-check clean help
+.PHONY: install test lint demo benchmark benchmark-train bench bench-dag gpu-check clean help
 
 help:
 	@echo "make demo   - run the workflow on the built-in demo data (results/ )"
 	@echo "make test   - lint + test suite (CPU, offline)"
+	@echo "make benchmark-train - Table 4/5 analogues: regressor fine-tuning and motion prior on a synthetic train split"
 	@echo "make bench  - benchmarks (figures printed next to a same-run reference)"
 	@echo "make benchmark - synthetic ground-truth benchmark through the whole DAG (tables with MPVE)"
 	@echo "make gpu-check - on a CUDA machine: cuda tests + GPU benchmark (< 8 min) -> benchmarks/results/"
@@ -60,6 +61,12 @@ benchmark: $(STAMP)
 	$(BIN)/snakemake --profile profiles/local --cores $(CORES) \
 		--configfile config/config.yaml config/benchmark/config.yaml; rc=$$?; \
 		$(BIN)/neuface summary results/benchmark --snakemake-exit $$rc; exit $$rc
+
+# The synthetic benchmark with a train split: fine-tuned regressors (Table 5) and motion priors (Table 4).
+benchmark-train: $(STAMP)
+	$(BIN)/snakemake --profile profiles/local --cores $(CORES) \
+		--configfile config/config.yaml config/benchmark/config.yaml config/benchmark/train.yaml; rc=$$?; \
+		$(BIN)/neuface summary results/benchmark-train --snakemake-exit $$rc; exit $$rc
 
 # bench_dag (dry-run DAG construction at 1k/10k/100k sequences) takes ~30 min: `make bench-dag`.
 bench: $(STAMP)

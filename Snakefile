@@ -33,6 +33,7 @@ include: "rules/fit.smk"
 include: "rules/dataset.smk"
 include: "rules/report.smk"
 include: "rules/shards.smk"
+include: "rules/train.smk"
 
 
 rule all:

@@ -138,6 +138,13 @@ def frames_of(sequences):
     return [f"{RESULTS}/frames/{s}.h5" for s in sequences]
 
 
+def stage_files_of(stage, sequences):
+    """What stands for the per-sequence files of `stage` (crops, landmarks, ...): the files, or their shards' markers."""
+    if SHARD_SIZE:
+        return sorted({f"{RESULTS}/shards/{stage}/{SHARD_OF[s]}.tsv" for s in sequences})
+    return [f"{RESULTS}/{stage}/{s}.h5" for s in sequences]
+
+
 def metrics_inputs(wildcards):
     """Inputs of `metrics`: the fit and model files, plus ground truth (and frames, for scale) when known."""
     inputs = {
@@ -182,6 +189,7 @@ def all_targets():
     return (
         [f"{RESULTS}/preview/head_model.png", f"{RESULTS}/report/index.md"]
         + expand(f"{RESULTS}/dataset/{{annotator}}/{{split}}.h5", annotator=ANNOTATORS, split=SPLITS)
+        + (train_targets() if config["train"]["in_all"] else [])
     )
 
 
@@ -263,3 +271,62 @@ def cap_resources(rules, caps):
                 rule_.resources[name] = capped(resource, cap)
             elif isinstance(resource.value, int) and resource.value > cap:
                 rule_.resources[name] = Resource(name, cap)
+
+
+# ---- training targets (rules/train.smk; docs/training.md)
+SPLIT_SEQUENCES = {}
+for _sequence, _split in zip(SHEET["sequence"], SHEET["split"]):
+    SPLIT_SEQUENCES.setdefault(_split, {})[_sequence] = None
+
+
+def split_sequences(split):
+    """Sequences of `split` in sheet order; a clear error when the sheet has none (a training target needs them)."""
+    if split not in SPLIT_SEQUENCES:
+        raise ValueError(f"the sample sheet {config['samples']} has no sequence of split {split!r} (splits: "
+                         f"{', '.join(SPLITS)}); set train.train_split / train.eval_split")
+    return list(SPLIT_SEQUENCES[split])
+
+
+def train_inputs(kind):
+    """The table a training target ends in (its evaluations and models come with it)."""
+    split_sequences(config["train"]["train_split"])
+    split_sequences(config["train"]["eval_split"])
+    for annotator in config["train"][kind]["annotators"] + (
+            [config["train"]["motion_prior"]["test_annotator"]] if kind == "motion_prior" else []):
+        if annotator not in ANNOTATORS:
+            raise ValueError(f"train.{kind} uses the dataset of annotator {annotator!r}, which fitting.annotators "
+                             f"({', '.join(ANNOTATORS)}) does not build")
+    return [f"{RESULTS}/report/{'table5' if kind == 'regressor' else 'table4'}.md"]
+
+
+def train_targets():
+    """Both training targets (for `rule all` with train.in_all)."""
+    return train_inputs("regressor") + train_inputs("motion_prior")
+
+
+def regressor_models(regressor):
+    """Table 5 rows: the original encoder, then `<annotator>_<variant>` for every fine-tuned one."""
+    return ["original"] + [f"{a}_{v}" for a in regressor["annotators"] for v in regressor["variants"]]
+
+
+def prior_models(prior):
+    """Table 4 rows: a prior per annotator, and `<first annotator>_subset<N>` with `subset: N`."""
+    subset = [f"{prior['annotators'][0]}_subset{prior['subset']}"] if prior["subset"] and prior["annotators"] else []
+    return list(prior["annotators"]) + subset
+
+
+def regressor_weights(model):
+    """Encoder weights of a Table 5 row: `original` (encoder.weights) or `<annotator>_<variant>` (fine-tuned)."""
+    if model == "original":
+        return config["encoder"]["weights"]
+    return f"{RESULTS}/train/regressor/{model}.pt"
+
+
+def prior_annotator(prior):
+    """The annotator whose dataset a motion prior is trained on (`<annotator>` or `<annotator>_subset<N>`)."""
+    return prior.rsplit("_subset", 1)[0] if "_subset" in prior else prior
+
+
+def prior_subset_options(prior):
+    """`--max-sequences N` for a subset prior, else nothing."""
+    return f"--max-sequences {prior.rsplit('_subset', 1)[1]}" if "_subset" in prior else ""

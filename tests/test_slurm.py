@@ -155,6 +155,20 @@ def test_slurm_profile_gpu_rules_request_a_gpu(workdir):
     assert fits and all(j["resources"]["gpu"] == "0" and "--device cpu" in j["shell"] for j in fits)
 
 
+def test_slurm_profile_training_rules_request_a_gpu(workdir):
+    """The optional training targets (rules/train.smk) are GPU rules on SLURM like fit: one GPU, --device auto."""
+    (workdir / "train.yaml").write_text(yaml.safe_dump({**TINY, "train": {"train_split": "val", "eval_split": "test"}}))
+    proc = snakemake(workdir, "--profile", str(SLURM_PROFILE), "-n", "train_regressor", "motion_prior",
+                     "--configfile", "train.yaml")
+    jobs = planned_jobs(proc.stdout + proc.stderr)
+    training = [j for j in jobs if j["rule"] in ("finetune_regressor", "eval_regressor", "train_motion_prior",
+                                                 "eval_motion_prior")]
+    assert len(training) == 2 + 3 + 2 + 2, [j["rule"] for j in jobs]
+    for job in training:
+        assert job["resources"].get("gpu") == "1" and "--device auto" in job["shell"], job
+    assert all(j["resources"].get("gpu", "0") == "0" for j in jobs if j["rule"].startswith("train_report"))
+
+
 def test_auto_device_is_resolved_by_the_command(monkeypatch):
     """`--device auto` (what GPU rules get on SLURM) is resolved where the command runs: cuda when torch sees a
     device, else cpu; other names pass through. landmarks and encoder pretrain accept it like fit does."""

@@ -283,3 +283,51 @@ def test_dry_run_refuses_bad_annotator_settings(override, tmp_path, where, key, 
     out = proc.stdout + proc.stderr
     assert proc.returncode != 0 and message in out, out
     assert "Building DAG of jobs" not in out and "rule fit:" not in out  # refused before any job was planned
+
+
+# ---- training targets (rules/train.smk)
+def _train_sheet(tmp_path, carphone_path, n=6):
+    sheet = tmp_path / "train.tsv"
+    sheet.write_text("sequence\tview\tsplit\tpath\n" + "".join(
+        f"clip{i:02d}\tfront\t{'train' if i % 3 else 'test'}\t{carphone_path}\n" for i in range(n)))
+    return sheet
+
+
+def _config(override, tmp_path, carphone_path, shard_size=0, **train):
+    cfg = yaml.safe_load(override.read_text())
+    cfg["samples"] = str(_train_sheet(tmp_path, carphone_path))
+    cfg["train"] = {"motion_prior": {"subset": 2}, **train}
+    if shard_size:
+        cfg["scale"] = {"shard_size": shard_size}
+    path = tmp_path / f"train_{shard_size}.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def test_training_targets_plan_models_evaluations_and_tables(override, tmp_path, carphone_path):
+    config = _config(override, tmp_path, carphone_path)
+    proc = snakemake("-n", "-p", "train_regressor", "motion_prior", "--cores", "1", "--configfile", str(config))
+    jobs = _job_counts(proc.stdout)
+    assert jobs["finetune_regressor"] == 2  # neuface 2d + 3d
+    assert jobs["eval_regressor"] == 3  # original, neuface_2d, neuface_3d
+    assert jobs["train_motion_prior"] == jobs["eval_motion_prior"] == 3  # neuface, regress, neuface_subset2
+    assert jobs["train_report_regressor"] == jobs["train_report_prior"] == 1
+    assert "--no-3d" in proc.stdout and "--max-sequences 2" in proc.stdout
+    # `rule all` stays as it was unless train.in_all
+    assert "finetune_regressor" not in _job_counts(snakemake("-n", "--configfile", str(config)).stdout)
+
+
+def test_training_targets_with_shards_wait_for_the_shard_markers(override, tmp_path, carphone_path):
+    config = _config(override, tmp_path, carphone_path, shard_size=2, in_all=True)
+    proc = snakemake("-n", "--configfile", str(config), "--cores", "1")
+    jobs = _job_counts(proc.stdout)
+    assert jobs["finetune_regressor"] == 2 and jobs["train_report_prior"] == 1 and "crops" not in jobs
+
+
+def test_training_targets_name_a_missing_split_or_annotator(override, tmp_path, carphone_path):
+    config = _config(override, tmp_path, carphone_path, eval_split="holdout")
+    proc = snakemake("-n", "train_regressor", "--configfile", str(config), check=False)
+    assert proc.returncode != 0 and "no sequence of split 'holdout'" in proc.stdout + proc.stderr
+    config = _config(override, tmp_path, carphone_path, motion_prior={"annotators": ["flamefit", "emoca_fit"]})
+    proc = snakemake("-n", "motion_prior", "--configfile", str(config), check=False)
+    assert proc.returncode != 0 and "'emoca_fit'" in proc.stdout + proc.stderr

@@ -1,0 +1,196 @@
+"""Table 4 (motion prior) and Table 5 (regressor fine-tuning) from the training evaluations' JSON files.
+
+``neuface eval-regressor`` writes one ``neuface.eval.regressor`` JSON per encoder and ``neuface prior eval`` one
+``neuface.eval.motion_prior`` JSON per prior (docs/training.md). Each table is written as ``<stem>.csv``,
+``<stem>.md`` and ``<stem>.tex`` (atomically), rows in the order the files are given.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from neuface.errors import NeufaceError
+from neuface.io_utils import atomic_path
+from neuface.report.tables import _tex, format_value
+
+REGRESSOR_FORMAT = "neuface.eval.regressor"
+PRIOR_FORMAT = "neuface.eval.motion_prior"
+
+
+def read_eval(path: str | os.PathLike, fmt: str) -> dict[str, Any]:
+    """One evaluation JSON of format ``fmt`` (a clear error for anything else)."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise NeufaceError(f"{path}: not a readable evaluation JSON ({exc})") from None
+    if not isinstance(data, dict) or data.get("format") != fmt:
+        got = data.get("format") if isinstance(data, dict) else type(data).__name__
+        raise NeufaceError(f"{path}: format {got!r}, expected {fmt!r}")
+    return data
+
+
+def _num(value: Any) -> float:
+    try:
+        return math.nan if value is None else float(value)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def _trained_on(lineage: Any) -> str:
+    """"<annotator> <split> (N seq.)" from a lineage record's datasets, '–' for the original weights."""
+    if not isinstance(lineage, dict):
+        return "–"
+    parts = []
+    for d in lineage.get("datasets") or []:
+        n = d.get("n_sequences_used", d.get("n_sequences"))
+        label = " ".join(str(x) for x in (d.get("annotator"), d.get("split")) if x)
+        parts.append(f"{label} ({n} seq.)" if n is not None else label)
+    return ", ".join(parts) or "?"
+
+
+def regressor_rows(paths: Sequence[str | os.PathLike]) -> pd.DataFrame:
+    """One row per encoder: aligned MPVE median/mean/std (mm), NME, NME vs GT, counts; ``mpve_change_pct`` is
+    the mean aligned MPVE relative to the ``original`` row (when there is one)."""
+    rows = []
+    for path in paths:
+        data = read_eval(path, REGRESSOR_FORMAT)
+        summary = data.get("summary") or {}
+        mpve = summary.get("mpve_aligned_mm") or {}
+        lineage = (data.get("encoder") or {}).get("lineage")
+        settings = (lineage or {}).get("settings") or {}
+        supervision = "–" if lineage is None else ("2D" if settings.get("use_3d") is False else "2D + 3D")
+        no_gt = {s["sequence"]: _num(s.get("nme")) for s in data.get("sequences") or [] if not s.get("has_gt")}
+        rows.append({
+            "encoder": str(data.get("label")), "trained_on": _trained_on(lineage), "supervision": supervision,
+            "mpve_median": _num(mpve.get("median")), "mpve_mean": _num(mpve.get("mean")),
+            "mpve_std": _num(mpve.get("std")), "nme": _num((summary.get("nme") or {}).get("mean")),
+            "nme_gt": _num((summary.get("nme_gt") or {}).get("mean")),
+            "n_sequences": summary.get("n_sequences"), "n_frames": summary.get("n_frames"),
+            "nme_no_gt": json.dumps(no_gt, sort_keys=True),
+        })
+    df = pd.DataFrame(rows)
+    base = df.loc[df["encoder"] == "original", "mpve_mean"] if len(df) else pd.Series(dtype=float)
+    ref = float(base.iloc[0]) if len(base) else math.nan
+    df["mpve_change_pct"] = [100.0 * (v / ref - 1.0) if math.isfinite(ref) and ref > 0 else math.nan
+                             for v in df.get("mpve_mean", [])]
+    return df
+
+
+def prior_rows(paths: Sequence[str | os.PathLike]) -> pd.DataFrame:
+    """One row per motion prior: FD (vs the eval split), the training data's own FD, APD (cm), stability and
+    the one-step NLL against the constant-velocity baseline."""
+    rows = []
+    for path in paths:
+        data = read_eval(path, PRIOR_FORMAT)
+        lineage = (data.get("prior") or {}).get("lineage")
+        rows.append({
+            "prior": str(data.get("label")), "trained_on": _trained_on(lineage), "fd": _num(data.get("fd")),
+            "fd_train_vs_test": _num(data.get("fd_train_vs_test")), "apd_cm": _num(data.get("apd_cm")),
+            "stable": bool(data.get("stable")), "max_landmark_dev_m": _num(data.get("max_landmark_dev_m")),
+            "one_step_nll": _num(data.get("one_step_nll")), "const_velocity_nll": _num(data.get("const_velocity_nll")),
+            "seconds": _num(data.get("seconds")), "n_samples": data.get("n_samples"),
+        })
+    return pd.DataFrame(rows)
+
+
+#: (column, Markdown header, LaTeX header, lower is better (True) / higher (False) / not ranked (None)).
+TABLE5_COLUMNS = (
+    ("encoder", "Encoder", "Encoder", None), ("trained_on", "Fine-tuned on", "Fine-tuned on", None),
+    ("supervision", "Supervision", "Supervision", None),
+    ("mpve_median", "MPVE median (mm)", r"MPVE med. (mm) $\downarrow$", True),
+    ("mpve_mean", "MPVE mean (mm)", r"MPVE mean (mm) $\downarrow$", True),
+    ("mpve_std", "MPVE std (mm)", r"MPVE std (mm) $\downarrow$", True),
+    ("mpve_change_pct", "Δ mean vs original (%)", r"$\Delta$ mean (\%)", True),
+    ("nme", "NME (%)", r"NME (\%) $\downarrow$", True), ("nme_gt", "NME-GT (%)", r"NME-GT (\%) $\downarrow$", True),
+)
+TABLE4_COLUMNS = (
+    ("prior", "Prior", "Prior", None), ("trained_on", "Trained on", "Trained on", None),
+    ("fd", "FD", r"FD $\downarrow$", True), ("apd_cm", "APD (cm)", r"APD (cm) $\uparrow$", False),
+    ("one_step_nll", "1-step NLL", r"1-step NLL $\downarrow$", True),
+    ("const_velocity_nll", "const.-velocity NLL", "const.-vel. NLL", None),
+    ("fd_train_vs_test", "FD of its training data", "FD train data", None), ("stable", "stable 10 s", "stable", None),
+)
+
+
+def _cell(df: pd.DataFrame, i: int, col: str, better: bool | None, bold: str) -> str:
+    value = df.iloc[i][col]
+    if isinstance(value, (bool, str)) or value is None:
+        return {True: "yes", False: "no"}.get(value, str(value)) if isinstance(value, bool) else str(value)
+    text = format_value(float(value))
+    finite = [float(v) for v in df[col] if isinstance(v, float) and math.isfinite(v)]
+    if better is not None and len(finite) > 1 and math.isfinite(value):
+        best = min(finite) if better else max(finite)
+        text = bold.format(text) if value == best else text
+    return text
+
+
+def write_train_table(df: pd.DataFrame, columns: Sequence[tuple], out_stem: str | os.PathLike,
+                      caption: str = "", note: str = "") -> dict[str, Path]:
+    """Write ``<stem>.csv``, ``<stem>.md`` and ``<stem>.tex``; the best value of each ranked column is bold."""
+    stem = Path(out_stem)
+    paths = {k: stem.with_name(stem.name + f".{k}") for k in ("csv", "md", "tex")}
+    with atomic_path(paths["csv"], suffix=".csv") as tmp:
+        df.to_csv(tmp, index=False, float_format="%.6g")
+    cols = [c for c in columns if c[0] in df.columns]
+    md = [caption, ""] if caption else []
+    md.append("| " + " | ".join(c[1] for c in cols) + " |")
+    md.append("|" + "|".join("---" if c[3] is None and i < 3 else "---:" for i, c in enumerate(cols)) + "|")
+    for i in range(len(df)):
+        md.append("| " + " | ".join(_cell(df, i, c[0], c[3], "**{}**") for c in cols) + " |")
+    if note:
+        md += ["", note]
+    with atomic_path(paths["md"], suffix=".md") as tmp:
+        tmp.write_text("\n".join(md) + "\n")
+    tex = [r"\begin{tabular}{" + "l" * min(3, len(cols)) + "c" * max(0, len(cols) - 3) + "}", r"\toprule",
+           " & ".join(c[2] for c in cols) + r" \\", r"\midrule"]
+    for i in range(len(df)):
+        tex.append(" & ".join(_tex(_cell(df, i, c[0], c[3], "\0{}\1")).replace("\0", r"\textbf{").replace("\1", "}")
+                              for c in cols) + r" \\")
+    tex += [r"\bottomrule", r"\end{tabular}"]
+    with atomic_path(paths["tex"], suffix=".tex") as tmp:
+        tmp.write_text("\n".join(tex).replace("–", "--").replace("Δ", r"$\Delta$") + "\n")
+    return paths
+
+
+def _no_gt_note(df: pd.DataFrame) -> str:
+    """NME of the evaluated sequences without ground truth (real clips), per encoder."""
+    per = {r.encoder: json.loads(r.nme_no_gt) for r in df.itertuples()}
+    sequences = sorted({s for v in per.values() for s in v})
+    if not sequences:
+        return ""
+    lines = ["Sequences without ground truth (NME %, bounding-box normalised, vs the detections):", "",
+             "| Encoder | " + " | ".join(sequences) + " |", "|---|" + "---:|" * len(sequences)]
+    for enc, vals in per.items():
+        lines.append(f"| {enc} | " + " | ".join(format_value(_num(vals.get(s))) for s in sequences) + " |")
+    return "\n".join(lines)
+
+
+def build_train_tables(regressor_evals: Sequence[str | os.PathLike] = (),
+                       prior_evals: Sequence[str | os.PathLike] = (), out: str | os.PathLike = ".") -> list[Path]:
+    """Write ``table5.*`` from ``regressor_evals`` and ``table4.*`` from ``prior_evals`` into ``out``."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    if regressor_evals:
+        df = regressor_rows(regressor_evals)
+        caption = ("Table 5 analogue: per-frame regression on held-out sequences with the original encoder and "
+                   "encoders fine-tuned on packed datasets (aligned MPVE over all frame-view samples with ground "
+                   "truth; NME vs the detections).")
+        note = _no_gt_note(df)
+        written += list(write_train_table(df.drop(columns=["nme_no_gt"]), TABLE5_COLUMNS, out / "table5",
+                                          caption, note).values())
+    if prior_evals:
+        df = prior_rows(prior_evals)
+        caption = ("Table 4 analogue: motion priors trained on each dataset; FD between generated motion and the "
+                   "held-out split's motion, APD of samples from one start state (docs/metrics.md).")
+        written += list(write_train_table(df, TABLE4_COLUMNS, out / "table4", caption).values())
+    if not written:
+        raise NeufaceError("give --regressor-evals and/or --prior-evals")
+    return written

@@ -1,0 +1,84 @@
+"""Table 4 / Table 5 analogues from evaluation JSONs (``neuface train-report``)."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+from neuface.cli import main
+from neuface.errors import NeufaceError
+from neuface.report.train_tables import build_train_tables, prior_rows, regressor_rows
+
+
+def _regressor_eval(path, label, mean, lineage=None, real_nme=None):
+    sequences = [{"sequence": "syn1", "n_frames": 10, "n_views": 1, "has_gt": True,
+                  "mpve_aligned_mm": {"median": mean, "mean": mean, "std": 0.1}, "nme": 2.0, "nme_gt": 1.5}]
+    if real_nme is not None:
+        sequences.append({"sequence": "carphone", "n_frames": 10, "n_views": 1, "has_gt": False,
+                          "mpve_aligned_mm": None, "nme": real_nme, "nme_gt": None})
+    data = {"format": "neuface.eval.regressor", "format_version": 1, "label": label,
+            "encoder": {"kind": "builtin", "weights": "w.pt", "sha256": "0" * 64, "encoder_id": "builtin:x",
+                        "lineage": lineage},
+            "split": "test", "sequences": sequences,
+            "summary": {"n_sequences": len(sequences), "n_frames": 10 * len(sequences), "n_gt_sequences": 1,
+                        "mpve_aligned_mm": {"median": mean - 0.05, "mean": mean, "std": 0.1},
+                        "nme": {"mean": 2.0, "std": 0.1}, "nme_gt": {"mean": 1.5, "std": 0.1}}}
+    path.write_text(json.dumps(data))
+    return path
+
+
+def _prior_eval(path, label, fd, apd, annotator):
+    data = {"format": "neuface.eval.motion_prior", "format_version": 1, "label": label,
+            "prior": {"path": "p.pt", "sha256": "0" * 64,
+                      "lineage": {"datasets": [{"path": "d.h5", "annotator": annotator, "split": "train",
+                                                "n_sequences_used": 5}]}},
+            "fd": fd, "fd_train_vs_test": 0.5, "apd_cm": apd, "seconds": 10, "n_samples": 50, "fps": 25,
+            "stable": True, "max_landmark_dev_m": 0.01, "one_step_nll": -3.0, "const_velocity_nll": -1.0,
+            "n_test_pairs": 100}
+    path.write_text(json.dumps(data))
+    return path
+
+
+def test_table5_rows_relative_change_and_real_clip_note(tmp_path):
+    lineage = {"datasets": [{"annotator": "neuface", "split": "train", "n_sequences": 20}],
+               "settings": {"use_3d": True}}
+    files = [_regressor_eval(tmp_path / "o.json", "original", 2.0, real_nme=12.0),
+             _regressor_eval(tmp_path / "f2.json", "neuface_2d", 1.9, {**lineage, "settings": {"use_3d": False}},
+                             real_nme=6.0),
+             _regressor_eval(tmp_path / "f3.json", "neuface_3d", 1.5, lineage, real_nme=5.0)]
+    df = regressor_rows(files)
+    assert list(df["encoder"]) == ["original", "neuface_2d", "neuface_3d"]
+    assert list(df["supervision"]) == ["–", "2D", "2D + 3D"]
+    assert df["mpve_change_pct"].tolist() == pytest.approx([0.0, -5.0, -25.0])
+    assert df["trained_on"].iloc[2] == "neuface train (20 seq.)"
+    paths = build_train_tables(files, [], tmp_path / "report")
+    md = (tmp_path / "report/table5.md").read_text()
+    assert "**1.500**" in md and "| neuface_3d |" in md and "carphone" in md and "12.000" in md
+    assert {p.suffix for p in paths} == {".csv", ".md", ".tex"}
+    tex = (tmp_path / "report/table5.tex").read_text()
+    assert r"\textbf{1.500}" in tex and "neuface\\_3d" in tex
+    assert pd.read_csv(tmp_path / "report/table5.csv")["mpve_mean"].tolist() == pytest.approx([2.0, 1.9, 1.5])
+    assert not (tmp_path / "report/table4.md").exists()
+
+
+def test_table4_best_fd_lowest_apd_highest(tmp_path):
+    files = [_prior_eval(tmp_path / "a.json", "neuface", 1.0, 0.5, "neuface"),
+             _prior_eval(tmp_path / "b.json", "regress", 3.0, 0.9, "regress")]
+    df = prior_rows(files)
+    assert df["fd"].tolist() == [1.0, 3.0] and df["trained_on"].tolist() == ["neuface train (5 seq.)",
+                                                                             "regress train (5 seq.)"]
+    assert main(["train-report", "--prior-evals", *map(str, files), "--out", str(tmp_path / "r")]) == 0
+    md = (tmp_path / "r/table4.md").read_text()
+    assert "**1.000**" in md and "**0.900**" in md and "3.000" in md
+
+
+def test_wrong_format_is_a_clear_error(tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"format": "neuface.metrics"}))
+    with pytest.raises(NeufaceError, match="expected 'neuface.eval.regressor'"):
+        regressor_rows([bad])
+    assert main(["train-report", "--prior-evals", str(bad), "--out", str(tmp_path)]) == 2
+    with pytest.raises(NeufaceError, match="give --regressor-evals"):
+        build_train_tables([], [], tmp_path)
