@@ -5,7 +5,7 @@ from pathlib import Path
 
 from neuface.sheets import read_sheet
 from neuface.shards import partition, shard_rows_digests
-from neuface.workflow_checks import annotator_settings, resolved_settings_hash, validate_annotators
+from neuface.workflow_checks import annotator_method, annotator_settings, resolved_settings_hash, validate_annotators
 
 # Every annotator's settings are built now, as `neuface fit` builds them: a bad key or value fails `snakemake -n`
 # with its name instead of every fit job after the front end ran.
@@ -106,6 +106,24 @@ def ground_truth_of(sequence):
     """The sequence's ground-truth file from the sheet, or None."""
     gt = GROUND_TRUTH.get(sequence)
     return gt if isinstance(gt, str) and gt else None
+
+
+# Annotators that write a sequence's ground truth as its fit (method groundtruth, e.g. `gt`): their fits need it.
+GT_ANNOTATORS = {a for a in ANNOTATORS if annotator_method(config, a) == "groundtruth"}
+if GT_ANNOTATORS and SHARD_SIZE:
+    raise ValueError(f"annotators {sorted(GT_ANNOTATORS)} (method groundtruth) run one job per sequence: set "
+                     "scale.shard_size to 0")
+
+
+def fit_ground_truth(wildcards):
+    """Input of `fit`: the sequence's ground truth for a groundtruth annotator (an error when it has none)."""
+    if wildcards.annotator not in GT_ANNOTATORS:
+        return []
+    gt = ground_truth_of(wildcards.sequence)
+    if not gt:
+        raise ValueError(f"annotator {wildcards.annotator!r} writes the ground truth as a fit, but sequence "
+                         f"{wildcards.sequence!r} has no ground_truth in {config['samples']}")
+    return [gt]
 
 
 def fits_of(annotator, sequences=None):

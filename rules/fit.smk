@@ -10,6 +10,7 @@ rule fit:
         model=ASSETS["flame_model"],
         embedding=ASSETS["landmark_embedding"],
         weights=config["encoder"]["weights"],
+        gt=fit_ground_truth,
     output:
         f"{RESULTS}/fits/{{annotator}}/{{sequence}}.h5",
     params:
@@ -18,6 +19,7 @@ rule fit:
         resolved=lambda wildcards: resolved_settings_hash(config, wildcards.annotator),
         encoder=config["encoder"]["kind"],
         device=FIT_DEVICE,
+        gt=lambda wildcards, input: f"--ground-truth {input.gt}" if input.gt else "",
         checkpoint=lambda wildcards: f"{RESULTS}/checkpoints/{wildcards.annotator}/{wildcards.sequence}.pt",
     resources:
         gpu=gpu_if(FIT_DEVICE),
@@ -31,4 +33,4 @@ rule fit:
         "neuface --log-file {log} fit --crops {input.crops} --landmarks {input.landmarks}"
         " --flame {input.model} --embedding {input.embedding} --annotator {wildcards.annotator}"
         " --settings '{params.settings}' --encoder {params.encoder} --encoder-weights {input.weights}"
-        " --device {params.device} --checkpoint {params.checkpoint} --out {output}"
+        " --device {params.device} {params.gt} --checkpoint {params.checkpoint} --out {output}"

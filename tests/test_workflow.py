@@ -129,8 +129,8 @@ def test_tiny_synthetic_benchmark_reports_mpve(override, tmp_path):
                       "noise": {"sigma": 1.0, "outlier_prob": 0.0, "outlier_max": 0.0, "miss_prob": 0.0,
                                 "bias": 0.5}},
     })
-    cfg["fitting"]["annotators"] = ["regress", "neuface"]
-    cfg["report"].update({"table2": ["regress", "neuface"], "table3": ["neuface"], "overlay_sequences": 0})
+    cfg["fitting"]["annotators"] = ["gt", "regress", "neuface"]
+    cfg["report"].update({"table2": ["gt", "regress", "neuface"], "table3": ["neuface"], "overlay_sequences": 0})
     config = tmp_path / "bench.yaml"
     config.write_text(yaml.safe_dump(cfg))
     snakemake("--configfile", str(config), "--cores", "2", "--profile", str(REPO / "profiles/local"))
@@ -142,6 +142,11 @@ def test_tiny_synthetic_benchmark_reports_mpve(override, tmp_path):
 
     metrics = json.loads((out / "metrics/neuface/bm_mead.json").read_text())["metrics"]
     assert metrics["mpve"] is not None and metrics["mpve"] > 0 and metrics["cvd"] is not None
+    # the `gt` annotator writes the true parameters as a fit: zero error against the ground truth, every view
+    for sequence in ("bm_mead", "bm_mono"):
+        truth = json.loads((out / f"metrics/gt/{sequence}.json").read_text())["metrics"]
+        assert truth["mpve"] < 1e-3 and truth["mpve_aligned"] < 1e-3 and truth["nme_gt"] < 1e-3, truth
+    assert "gt" in table2
 
 
 def _sharded(override: Path, tmp_path: Path, shard_size: int, **changes) -> Path:
@@ -245,8 +250,8 @@ def test_report_rule_on_a_monocular_only_sheet(override, tmp_path):
     cfg = yaml.safe_load(override.read_text())
     cfg.update({"samples": str(sheet), "results": str(results),
                 "assets": {"flame_model": str(model), "landmark_embedding": str(embedding)}})
-    cfg["fitting"]["annotators"] = ["regress", "neuface"]
-    cfg["report"].update({"table2": ["regress", "neuface"], "table3": ["neuface"], "overlay_sequences": 0})
+    cfg["fitting"]["annotators"] = ["gt", "regress", "neuface"]
+    cfg["report"].update({"table2": ["gt", "regress", "neuface"], "table3": ["neuface"], "overlay_sequences": 0})
     config = tmp_path / "mono.yaml"
     config.write_text(yaml.safe_dump(cfg))
     proc = snakemake(str(results / "report/index.md"), "--configfile", str(config), "--cores", "1",

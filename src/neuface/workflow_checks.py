@@ -63,3 +63,10 @@ def resolved_settings_hash(config: Mapping[str, Any], annotator: str) -> str:
     from neuface.fitting.config import config_hash, resolve_annotator
 
     return config_hash(resolve_annotator(annotator, fit_overrides(config, annotator)))[:16]
+
+
+def annotator_method(config: Mapping[str, Any], annotator: str) -> str:
+    """The method (neuface, regress, flamefit, groundtruth) ``annotator`` resolves to."""
+    from neuface.fitting.config import resolve_annotator
+
+    return resolve_annotator(annotator, fit_overrides(config, annotator)).method

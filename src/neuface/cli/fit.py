@@ -26,6 +26,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--encoder-weights", default=None, help="encoder weights file; overrides settings")
     parser.add_argument("--out", required=True, help="output fit file, e.g. results/fits/NAME/SEQ.h5")
     parser.add_argument("--checkpoint", default=None, help="checkpoint file (resumed if present and matching)")
+    parser.add_argument("--ground-truth", default=None,
+                        help="ground truth (.npz of `neuface synth`) of the sequence: the `gt` annotator (method "
+                             "groundtruth) writes it as a fit")
     parser.add_argument("--device", default=None, help="cpu | cuda | auto (default: settings, auto)")
     parser.set_defaults(func=_fit)
 
@@ -99,7 +102,8 @@ def _fit(args: argparse.Namespace) -> int:
             # the fit file carries the upstream stages' warnings (partial inputs: truncated video,
             # trimmed/missing/dropped views): run_fit copies them from the crops/landmarks status
             status = api.run_fit(args.crops, args.landmarks, args.flame, args.embedding, args.annotator, settings,
-                                 args.out, checkpoint=args.checkpoint, stop=stop)
+                                 args.out, checkpoint=args.checkpoint, stop=stop,
+                                 ground_truth=args.ground_truth)
         except Preempted as exc:
             log.warning("%s; checkpoint at %s", exc, args.checkpoint)
             return PREEMPTED_EXIT_CODE

@@ -25,18 +25,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=_run)
 
 
-def _gt_pixel_scale(gt: str, frames: str) -> tuple[float, float]:
-    import numpy as np
-
-    from neuface.video.store import frames_info
-
-    with np.load(gt, allow_pickle=False) as z:
-        size = float(z["image_size"])
-    info = frames_info(frames)
-    h, w = info["view_attrs"][info["views"][0]]["shape"][1:3]
-    return w / size, h / size
-
-
 def _run(args: argparse.Namespace) -> int:
     import torch
 
@@ -44,6 +32,7 @@ def _run(args: argparse.Namespace) -> int:
     from neuface.io_utils import atomic_path
     from neuface.metrics import sequence_metrics
     from neuface.metrics.fitfile import read_fit_arrays
+    from neuface.metrics.sequence import gt_pixel_scale
     from neuface.process_cache import cached_flame_layer
 
     if args.chunk < 1:
@@ -55,7 +44,7 @@ def _run(args: argparse.Namespace) -> int:
     flame = cached_flame_layer(args.flame, args.embedding, n_shape=n_shape, n_exp=n_exp, device=args.device)
     scale = None
     if args.gt and args.frames and fit["status"].ok:
-        scale = _gt_pixel_scale(args.gt, args.frames)
+        scale = gt_pixel_scale(args.gt, args.frames)
     with torch.inference_mode():
         result = sequence_metrics(args.fit, flame, gt_path=args.gt if fit["status"].ok else None,
                                   chunk=args.chunk, gt_pixel_scale=scale)

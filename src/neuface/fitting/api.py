@@ -93,16 +93,20 @@ def _peak_memory(device: torch.device) -> int:
 def run_fit(crops: str | os.PathLike, landmarks: str | os.PathLike, flame_path: str | os.PathLike,
             embedding_path: str | os.PathLike, annotator: str, settings: AnnotatorSettings,
             out: str | os.PathLike, checkpoint: str | os.PathLike | None = None, encoder=None,
-            stop: StopSignal | None = None) -> StageStatus:
+            stop: StopSignal | None = None, ground_truth: str | os.PathLike | None = None) -> StageStatus:
     """Fit one sequence and always write ``out`` (a failed fit on upstream failure / FitFailure).
 
     Args:
         encoder: a ready :class:`~neuface.encoders.base.FlameEncoder`; default loads ``settings.encoder``.
         stop: SIGTERM flag polled between optimisation steps (see :mod:`neuface.fitting.checkpoint`).
+        ground_truth: the sequence's ``neuface synth`` ground truth (.npz); needed by method ``groundtruth``.
     Raises:
         Preempted: SIGTERM was received; a checkpoint was written (the caller exits 143).
     """
     check_assets(flame_path, embedding_path)
+    if settings.method == "groundtruth" and ground_truth is None:
+        raise NeufaceError(f"annotator {annotator!r} (method groundtruth) needs the sequence's ground truth: "
+                           "--ground-truth (the sheet's ground_truth column)")
     chash = config_hash(settings)
     meta = new_meta(annotator, settings, flame_path)
     upstream = upstream_status(crops, landmarks)
@@ -122,7 +126,12 @@ def run_fit(crops: str | os.PathLike, landmarks: str | os.PathLike, flame_path: 
             encoder = _fresh_encoder(settings.encoder, settings.encoder_weights, device)
         meta.encoder_id = str(getattr(encoder, "encoder_id", "unknown"))
         try:
-            if seq.n_shots > 1:  # one identity per shot: each shot fitted on its own (neuface.fitting.shots)
+            if settings.method == "groundtruth":  # one identity: the truth, whatever the shot detection says
+                from neuface.fitting.groundtruth import ground_truth_fit
+                from neuface.fitting.neuface import FitOutcome
+
+                by_shot, outcome = None, FitOutcome(ground_truth_fit(seq, flame, ground_truth, crops))
+            elif seq.n_shots > 1:  # one identity per shot: each shot fitted on its own (neuface.fitting.shots)
                 by_shot = fit_by_shot(encoder, flame, seq, settings, device, checkpoint,
                                       lambda path: _checkpointer(path, settings, chash, stop, crops, landmarks,
                                                                  flame_path, embedding_path), _dispatch)

@@ -16,7 +16,7 @@ from typing import Any
 
 from neuface.errors import NeufaceError
 
-METHODS = ("neuface", "regress", "flamefit")
+METHODS = ("neuface", "regress", "flamefit", "groundtruth")
 LR_SCHEDULES = ("constant", "cosine", "plateau")
 SHAPE_MODES = ("free", "mean", "first")
 E_STEPS = ("reuse", "separate")
@@ -209,6 +209,8 @@ DEFAULT_ANNOTATORS: dict[str, dict[str, Any]] = {
     # One β per image during the fit (no identity tying).
     "neuface_free_shape": {"method": "neuface", "shape_mode": "free"},
     "regress": {"method": "regress"},
+    # the synthetic benchmark's true parameters written as a fit (needs `neuface fit --ground-truth`)
+    "gt": {"method": "groundtruth"},
     "flamefit": {"method": "flamefit", "lambda_beta": 1e-3},
     # Table 3: loss ablations.
     "neuface_l2d": {"method": "neuface", "lambda_temp": 0.0, "lambda_view": 0.0},

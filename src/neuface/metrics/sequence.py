@@ -99,6 +99,17 @@ def match_views(fit_views: list[str], gt_views: list[str]) -> list[int]:
     raise NeufaceError(f"views {fit_views} do not match the ground-truth views {gt_views}")
 
 
+def gt_pixel_scale(gt_path: str | os.PathLike, frames_path: str | os.PathLike) -> tuple[float, float]:
+    """(sx, sy): frame pixels per ground-truth pixel (the frames may be resized from the rendered size)."""
+    from neuface.video.store import frames_info
+
+    with np.load(gt_path, allow_pickle=False) as z:
+        size = float(z["image_size"])
+    info = frames_info(frames_path)
+    h, w = info["view_attrs"][info["views"][0]]["shape"][1:3]
+    return w / size, h / size
+
+
 def load_ground_truth(path: str | os.PathLike) -> dict[str, Any]:
     """The arrays of a ``neuface synth`` ground-truth ``.npz`` (no pickles allowed)."""
     path = Path(path)
