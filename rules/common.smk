@@ -115,10 +115,13 @@ if GT_ANNOTATORS and SHARD_SIZE:
                      "scale.shard_size to 0")
 
 
+# `fit` and `fit_groundtruth` make the fits of these annotators (a pattern that matches no name when empty).
+ENCODER_ANNOTATORS_RE = "|".join(a for a in ANNOTATORS if a not in GT_ANNOTATORS) or "(?!)"
+GT_ANNOTATORS_RE = "|".join(sorted(GT_ANNOTATORS)) or "(?!)"
+
+
 def fit_ground_truth(wildcards):
-    """Input of `fit`: the sequence's ground truth for a groundtruth annotator (an error when it has none)."""
-    if wildcards.annotator not in GT_ANNOTATORS:
-        return []
+    """Input of `fit_groundtruth`: the sequence's ground truth (an error naming the sequence when it has none)."""
     gt = ground_truth_of(wildcards.sequence)
     if not gt:
         raise ValueError(f"annotator {wildcards.annotator!r} writes the ground truth as a fit, but sequence "

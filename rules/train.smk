@@ -37,6 +37,7 @@ rule finetune_regressor:
         weights=config["encoder"]["weights"],
     output:
         weights=f"{RESULTS}/train/regressor/{{annotator}}_{{variant}}.pt",
+        record=f"{RESULTS}/train/regressor/{{annotator}}_{{variant}}.pt.json",
         curve=f"{RESULTS}/train/regressor/{{annotator}}_{{variant}}.curve.csv",
     params:
         crops_dir=f"{RESULTS}/crops",
