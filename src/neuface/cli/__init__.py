@@ -23,6 +23,7 @@ log = logging.getLogger("neuface")
 COMMAND_MODULES = (
     "index", "frames", "landmarks", "crops", "kit", "synth", "demo", "assets", "encoder", "fit",
     "filter", "pack", "h5", "metrics", "gtlandmarks", "report", "render", "summary", "shard",
+    "train", "regressor_eval", "prior", "train_report",
 )
 
 
