@@ -72,6 +72,7 @@ def test_table4_best_fd_lowest_apd_highest(tmp_path):
     assert main(["train-report", "--prior-evals", *map(str, files), "--out", str(tmp_path / "r")]) == 0
     md = (tmp_path / "r/table4.md").read_text()
     assert "**1.000**" in md and "**0.900**" in md and "3.000" in md
+    assert md.count("| yes |") == 2  # stable
 
 
 def test_wrong_format_is_a_clear_error(tmp_path):

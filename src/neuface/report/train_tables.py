@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from neuface.errors import NeufaceError
@@ -121,8 +122,10 @@ TABLE4_COLUMNS = (
 
 def _cell(df: pd.DataFrame, i: int, col: str, better: bool | None, bold: str) -> str:
     value = df.iloc[i][col]
-    if isinstance(value, (bool, str)) or value is None:
-        return {True: "yes", False: "no"}.get(value, str(value)) if isinstance(value, bool) else str(value)
+    if isinstance(value, (bool, np.bool_)):
+        return "yes" if value else "no"
+    if isinstance(value, str) or value is None:
+        return str(value)
     text = format_value(float(value))
     finite = [float(v) for v in df[col] if isinstance(v, float) and math.isfinite(v)]
     if better is not None and len(finite) > 1 and math.isfinite(value):
