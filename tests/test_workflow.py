@@ -250,8 +250,8 @@ def test_report_rule_on_a_monocular_only_sheet(override, tmp_path):
     cfg = yaml.safe_load(override.read_text())
     cfg.update({"samples": str(sheet), "results": str(results),
                 "assets": {"flame_model": str(model), "landmark_embedding": str(embedding)}})
-    cfg["fitting"]["annotators"] = ["gt", "regress", "neuface"]
-    cfg["report"].update({"table2": ["gt", "regress", "neuface"], "table3": ["neuface"], "overlay_sequences": 0})
+    cfg["fitting"]["annotators"] = ["regress", "neuface"]
+    cfg["report"].update({"table2": ["regress", "neuface"], "table3": ["neuface"], "overlay_sequences": 0})
     config = tmp_path / "mono.yaml"
     config.write_text(yaml.safe_dump(cfg))
     proc = snakemake(str(results / "report/index.md"), "--configfile", str(config), "--cores", "1",
