@@ -183,6 +183,8 @@ def test_decoder_dynamics_stay_bounded_whatever_the_network_says():
         base = x + (x - prev)  # the constant-velocity step in normalised units
         prev, x = x, model.decode(torch.zeros(1, 2), x, base)
         assert torch.isfinite(x).all() and (x.abs() <= bound).all()
+
+
 def test_prior_file_strict_round_trip_and_errors(kit, tmp_path):
     data = pack_motion_dataset(tmp_path, kit["flame"], range(3), n_frames=20)
     out = tmp_path / "p.pt"
@@ -299,3 +301,16 @@ def test_cli_train_sample_eval_and_h5_tools(kit, tmp_path, cli):
     assert res["n_test_pairs"] == 3 * 59 and res["test"][0]["n_sequences"] == 3 and res["seconds"] == 2.0
     assert isinstance(res["stable"], bool) and res["prior"]["lineage"]["steps"] == 20
     assert cli("prior", "eval", "--prior", test, "--test", test, *flame, "--label", "x", "--out", out) == 2
+
+
+def test_training_on_an_empty_split_is_a_clear_error(kit, tmp_path):
+    """A split whose every sequence the filter rejected is packed with no sequence: a user error, not a crash."""
+    import h5py
+
+    data = pack_motion_dataset(tmp_path, kit["flame"], range(1), n_frames=10)
+    with h5py.File(data, "a") as f:
+        for name in list(f["sequences"]):
+            del f["sequences"][name]
+        f.attrs["n_sequences"] = 0
+    with pytest.raises(NeufaceError, match="no motion to train on"):
+        train_motion_prior([data], kit["flame"], kit["embedding"], tmp_path / "p.pt", PriorSettings(steps=2))

@@ -308,6 +308,9 @@ def train_motion_prior(datasets: Sequence[str | os.PathLike], flame_path: str | 
     flame = FlameLayer.from_files(flame_path, embedding_path, n_shape=n_shape, n_exp=n_exp, dtype=torch.float64)
     segments, used = states_from_packed(datasets, flame, views=settings.views, max_sequences=settings.max_sequences,
                                         seed=settings.subset_seed)
+    if not segments:
+        raise NeufaceError(f"no motion to train on: {', '.join(datasets)} hold no sequence with >= 2 frames (an "
+                           "empty split: every sequence of it was rejected by the filter or none was fitted)")
     pairs = transition_pairs(segments)
     layout = StateLayout(n_exp)
     norm = normalisation_stats([s.states for s in segments])
