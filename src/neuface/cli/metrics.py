@@ -29,7 +29,7 @@ def _run(args: argparse.Namespace) -> int:
     import torch
 
     from neuface.errors import NeufaceError
-    from neuface.io_utils import atomic_path
+    from neuface.io_utils import atomic_path, finite_or_null
     from neuface.metrics import sequence_metrics
     from neuface.metrics.fitfile import read_fit_arrays
     from neuface.metrics.sequence import gt_pixel_scale
@@ -49,7 +49,7 @@ def _run(args: argparse.Namespace) -> int:
         result = sequence_metrics(args.fit, flame, gt_path=args.gt if fit["status"].ok else None,
                                   chunk=args.chunk, gt_pixel_scale=scale)
     with atomic_path(args.out, suffix=".json") as tmp:
-        tmp.write_text(json.dumps(_finite(result), indent=2, sort_keys=True, allow_nan=False) + "\n")
+        tmp.write_text(json.dumps(finite_or_null(result), indent=2, sort_keys=True, allow_nan=False) + "\n")
     if result["status"] == "ok":
         shown = {k: round(v, 4) for k, v in result["metrics"].items() if v is not None}
         log.info("metrics %s/%s: %s", result["annotator"], result["sequence"], shown)
@@ -57,16 +57,3 @@ def _run(args: argparse.Namespace) -> int:
         log.warning("metrics %s/%s: fit failed (%s); no metrics", result["annotator"], result["sequence"],
                     result["reason"])
     return 0
-
-
-def _finite(obj):
-    """Replace non-finite floats by None (strict JSON) recursively."""
-    import math
-
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_finite(v) for v in obj]
-    return obj

@@ -17,28 +17,17 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 
-from neuface.cli.argtypes import non_negative_int, positive_int
+from neuface.cli.argtypes import non_negative_int, positive_float, positive_int
 
 log = logging.getLogger(__name__)
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
-    return value
 
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--prior", required=True, help="prior file (neuface train motion-prior --out)")
     p.add_argument("--flame", required=True, help="FLAME-format model")
     p.add_argument("--embedding", required=True, help="DECA-format landmark_embedding.npy")
-    p.add_argument("--seconds", type=_positive_float, default=10.0, help="length of each sample (default 10)")
+    p.add_argument("--seconds", type=positive_float, default=10.0, help="length of each sample (default 10)")
     p.add_argument("--seed", type=non_negative_int, default=0, help="random seed (default 0)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, or auto (default cpu)")
     p.add_argument("--clamp", action="store_true",
@@ -63,7 +52,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--out", required=True, help="output JSON")
     e.add_argument("--n-samples", type=positive_int, default=50, help="samples per start state (default 50)")
     e.add_argument("--n-starts", type=positive_int, default=4, help="start states (default 4)")
-    e.add_argument("--window-s", type=_positive_float, default=1.0, help="FD feature window, s (default 1)")
+    e.add_argument("--window-s", type=positive_float, default=1.0, help="FD feature window, s (default 1)")
     e.set_defaults(func=_eval)
 
 
@@ -74,11 +63,11 @@ def _sample(args: argparse.Namespace) -> int:
     from neuface.cli.argtypes import resolve_device_name
     from neuface.dataset.pack import sha256_file
     from neuface.dataset.schema import attr_str_list
+    from neuface.fitting.forward import resolve_device
     from neuface.flame import FlameLayer
     from neuface.train.motion_prior import load_motion_prior
     from neuface.train.motion_sample import n_rollout_steps, pick_start, rollout, write_samples
     from neuface.train.motion_state import states_from_packed
-    from neuface.train.motion_train import resolve_device
 
     prior = load_motion_prior(args.prior)
     flame = FlameLayer.from_files(args.flame, args.embedding, n_shape=int(prior.config.get("n_shape", 100)),
@@ -106,27 +95,16 @@ def _sample(args: argparse.Namespace) -> int:
     return 0
 
 
-def _finite_or_null(value):
-    """NaN / inf floats -> None (strict JSON), recursively."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _finite_or_null(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite_or_null(v) for v in value]
-    return value
-
-
 def _eval(args: argparse.Namespace) -> int:
     from neuface.cli.argtypes import resolve_device_name
-    from neuface.io_utils import atomic_path
+    from neuface.io_utils import atomic_path, finite_or_null
     from neuface.train.motion_sample import evaluate_prior
 
     result = evaluate_prior(args.prior, args.test, args.flame, args.embedding, args.label, seconds=args.seconds,
                             n_samples=args.n_samples, n_starts=args.n_starts, seed=args.seed,
                             device=resolve_device_name(args.device), clamp=args.clamp, window_s=args.window_s)
     with atomic_path(args.out, suffix=".json") as tmp:
-        tmp.write_text(json.dumps(_finite_or_null(result), indent=2, allow_nan=False) + "\n")
+        tmp.write_text(json.dumps(finite_or_null(result), indent=2, allow_nan=False) + "\n")
     log.info("%s: FD %s (train vs test %s), APD %s cm, stable %s, one-step NLL %.3f vs constant velocity %.3f",
              args.label, result["fd"], result["fd_train_vs_test"], result["apd_cm"], result["stable"],
              result["one_step_nll"], result["const_velocity_nll"])

@@ -88,7 +88,10 @@ class FlameEval:
 def resolve_device(name: str) -> torch.device:
     if name in ("auto", "", None):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(name)
+    try:
+        dev = torch.device(name)
+    except RuntimeError as exc:
+        raise NeufaceError(f"unknown device {name!r}: {exc}") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise NeufaceError("--device cuda was asked for but CUDA is not available")
     return dev

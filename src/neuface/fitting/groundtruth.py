@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
-from pathlib import Path
 
-import h5py
 import numpy as np
 import torch
 
@@ -44,12 +42,6 @@ def weak_perspective_lstsq(points: torch.Tensor, target: torch.Tensor) -> torch.
     return torch.cat([s[:, None], t], dim=1)
 
 
-def _frames_file(crops_path: str | os.PathLike) -> Path | None:
-    with h5py.File(crops_path, "r") as f:
-        name = f.attrs.get("frames_file")
-    return Path(str(name)) if name else None
-
-
 def ground_truth_fit(seq: SequenceBatch, flame, gt_path: str | os.PathLike, crops_path: str | os.PathLike
                      ) -> FitParams:
     """The ground truth of ``seq`` as :class:`FitParams` (β, ψ, θ, global pose; camera fitted per image).
@@ -57,7 +49,7 @@ def ground_truth_fit(seq: SequenceBatch, flame, gt_path: str | os.PathLike, crop
     Raises:
         FitFailure: the ground truth has other views, or fewer frames than the sequence.
     """
-    from neuface.metrics.sequence import gt_pixel_scale, load_ground_truth, match_views
+    from neuface.metrics.sequence import gt_pixel_scale_of_crops, load_ground_truth, match_views
 
     try:
         gt = load_ground_truth(gt_path)
@@ -67,12 +59,11 @@ def ground_truth_fit(seq: SequenceBatch, flame, gt_path: str | os.PathLike, crop
     n_f, n_v = seq.n_frames, seq.n_views
     if gt["expression"].shape[0] < n_f:
         raise FitFailure(f"ground truth {gt_path} has {gt['expression'].shape[0]} frames, the sequence {n_f}")
-    frames = _frames_file(crops_path)
-    if frames is not None and frames.is_file():
-        sx, sy = gt_pixel_scale(gt_path, frames)
-    else:
-        sx = sy = 1.0
+    scale = gt_pixel_scale_of_crops(gt_path, crops_path)
+    if scale is None:
+        scale = (1.0, 1.0)
         log.warning("frames file of %s not found: ground-truth pixels taken as frame pixels", crops_path)
+    sx, sy = scale
 
     def fv(a: np.ndarray, per_view: bool) -> np.ndarray:
         a = np.asarray(a[:n_f], np.float32)

@@ -110,6 +110,21 @@ def gt_pixel_scale(gt_path: str | os.PathLike, frames_path: str | os.PathLike) -
     return w / size, h / size
 
 
+def gt_pixel_scale_of_crops(gt_path: str | os.PathLike, crops_path: str | os.PathLike) -> tuple[float, float] | None:
+    """:func:`gt_pixel_scale` with the frames file a crops file names (its ``frames_file`` attribute); None when
+    that file is not readable here or the ground truth records no ``image_size``."""
+    import h5py
+
+    with h5py.File(crops_path, "r") as f:
+        frames_file = str(f.attrs.get("frames_file", "") or "")
+    if not frames_file or not Path(frames_file).is_file():
+        return None
+    with np.load(gt_path, allow_pickle=False) as z:
+        if "image_size" not in z.files:
+            return None
+    return gt_pixel_scale(gt_path, frames_file)
+
+
 def load_ground_truth(path: str | os.PathLike) -> dict[str, Any]:
     """The arrays of a ``neuface synth`` ground-truth ``.npz`` (no pickles allowed)."""
     path = Path(path)
@@ -143,8 +158,8 @@ def _fit_params(arr: np.ndarray, width: int, name: str) -> np.ndarray:
 
 
 def sequence_metrics(fit_path: str | os.PathLike, flame_layer, gt_path: str | os.PathLike | None = None,
-                     chunk: int = 32, msi_eps: float = MSI_EPS, gt_pixel_scale: tuple[float, float] | None = None
-                     ) -> dict[str, Any]:
+                     chunk: int = 32, msi_eps: float = MSI_EPS, gt_pixel_scale: tuple[float, float] | None = None,
+                     per_sample: dict[str, np.ndarray] | None = None) -> dict[str, Any]:
     """Compute MSI_3D^L, MSI_3D^V, CVD (V > 1), NME and, with ground truth, MPVE and NME against GT landmarks.
 
     Metric keys (see :data:`UNITS`): ``nme`` / ``nme_eye`` against the fit's detections (bounding-box / eye-corner
@@ -159,6 +174,8 @@ def sequence_metrics(fit_path: str | os.PathLike, flame_layer, gt_path: str | os
         chunk: frames per FLAME batch (× V views).
         msi_eps: variance floor of MSI (mm²).
         gt_pixel_scale: ``(sx, sy)`` from GT pixels to the fit's frame pixels (frames downscaled); default 1.
+        per_sample: a dict that, with ground truth, receives ``mpve_aligned``: the (F, V) aligned MPVE (mm) of
+            every (frame, view), whose mean is the metric (for pooled statistics over many sequences).
     Returns:
         A JSON-able dict (see docs/metrics.md): ``status``, ``metrics`` (value or ``None`` when not
         applicable), ``per_view``, ``per_frame`` (CVD), fit attributes and final loss values.
@@ -205,6 +222,7 @@ def sequence_metrics(fit_path: str | os.PathLike, flame_layer, gt_path: str | os
     cvd_view_sum = torch.zeros(n_v, dtype=torch.float64)
     mpve_sum = torch.zeros(n_v, dtype=torch.float64)
     mpve_al_sum = torch.zeros(n_v, dtype=torch.float64)
+    mpve_al_frames: list[torch.Tensor] = []
     with torch.no_grad():
         for start in range(0, n_f, chunk):
             stop = min(n_f, start + chunk)
@@ -240,7 +258,8 @@ def sequence_metrics(fit_path: str | os.PathLike, flame_layer, gt_path: str | os
                 g_verts = g_out.vertices.to(torch.float64)[:, None]  # (nc, 1, N, 3)
                 diff = (canon.to(torch.float64) - g_verts) * MM_PER_M
                 mpve_sum += diff.norm(dim=-1).mean(dim=-1).sum(dim=0).cpu()
-                mpve_al_sum += mpve_aligned_per_sample(canon, g_verts).sum(dim=0).cpu()
+                mpve_al_frames.append(mpve_aligned_per_sample(canon, g_verts).cpu())  # (nc, V)
+                mpve_al_sum += mpve_al_frames[-1].sum(dim=0)
 
     metrics: dict[str, float | None] = {k: None for k in UNITS}
     per_view: dict[str, dict[str, float]] = {}
@@ -264,6 +283,8 @@ def sequence_metrics(fit_path: str | os.PathLike, flame_layer, gt_path: str | os
             per = total / n_f
             per_view[key] = dict(zip(views, per.tolist(), strict=True))
             metrics[key] = float(per.mean())
+        if per_sample is not None:
+            per_sample["mpve_aligned"] = torch.cat(mpve_al_frames).numpy()
     result["metrics"] = metrics
     result["per_view"] = per_view
     return result

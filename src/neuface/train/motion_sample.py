@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from neuface.dataset.pack import sha256_file
 from neuface.errors import NeufaceError
 from neuface.train.motion_prior import LoadedPrior
 from neuface.train.motion_state import (
@@ -162,10 +163,8 @@ def write_samples(path: str | os.PathLike, samples: torch.Tensor, layout: StateL
             a["flame_sha256"] = str(attrs.get("flame_sha256", ""))
             a["source"] = str(attrs.get("prior", ""))
             a["warnings"] = str_list([])
-            for key in ("shape_norm", "detected_frac", "nme", "nme_eye"):
-                a[key] = float("nan")
-            a["shape_norm"] = float(shape.norm())
-            a["detected_frac"] = 0.0
+            a["nme"] = a["nme_eye"] = float("nan")  # no detections to compare with
+            a["shape_norm"], a["detected_frac"] = float(shape.norm()), 0.0
         a = f.attrs
         a["format"], a["format_version"] = DATASET_FORMAT, DATASET_FORMAT_VERSION
         a["split"], a["annotator"] = "prior_samples", SAMPLE_VIEW
@@ -228,12 +227,6 @@ def one_step_nlls(prior: LoadedPrior, segments: Sequence[Segment], generator: to
             "n_test_pairs": int(cv.shape[0])}
 
 
-def _sha(path: str | os.PathLike) -> str:
-    from neuface.dataset.pack import sha256_file
-
-    return sha256_file(path)
-
-
 def _training_features(prior: LoadedPrior, flame, window_s: float) -> torch.Tensor | None:
     """Features of the prior's training data when its lineage files are readable and unchanged, else None."""
     from neuface.train.motion_state import states_from_packed
@@ -243,7 +236,7 @@ def _training_features(prior: LoadedPrior, flame, window_s: float) -> torch.Tens
     if not paths or not all(Path(p).is_file() for p in paths):
         log.warning("fd_train_vs_test: the prior's training datasets are not readable here; null")
         return None
-    if any(_sha(e["path"]) != e.get("sha256") for e in entries):
+    if any(sha256_file(e["path"]) != e.get("sha256") for e in entries):
         log.warning("fd_train_vs_test: a training dataset changed since the prior was trained (sha256); null")
         return None
     settings = prior.lineage.get("settings", {})
@@ -259,11 +252,11 @@ def evaluate_prior(prior_path: str | os.PathLike, test_paths: Sequence[str | os.
                    seconds: float = 10.0, n_samples: int = 50, n_starts: int = 4, seed: int = 0,
                    device: str = "cpu", clamp: bool = False, window_s: float = 1.0) -> dict[str, Any]:
     """Table 4 evaluation of a prior on held-out packed data (the ``neuface.eval.motion_prior`` JSON dict)."""
+    from neuface.fitting.forward import resolve_device
     from neuface.flame import FlameLayer
     from neuface.metrics.motion import FEATURE_NAMES, apd, frechet_distance, motion_features
     from neuface.train.motion_prior import load_motion_prior
     from neuface.train.motion_state import states_from_packed
-    from neuface.train.motion_train import resolve_device
 
     if n_samples < 2 or n_starts < 1:
         raise NeufaceError(f"n_samples must be >= 2 and n_starts >= 1, got {n_samples}, {n_starts}")
@@ -280,6 +273,7 @@ def evaluate_prior(prior_path: str | os.PathLike, test_paths: Sequence[str | os.
         raise NeufaceError(f"the test data have {real.shape[0]} window(s) of {window_s} s; FD needs >= 2")
     generator = torch.Generator().manual_seed(seed)
     rng = np.random.default_rng(seed)
+    dev = resolve_device(device)
     lmk_idx = layout.parts["landmarks"]
     lmk_mean = prior.normalisation["mean"][lmk_idx]
     train_dev = float(torch.maximum(prior.normalisation["max"][lmk_idx] - lmk_mean,
@@ -290,7 +284,7 @@ def evaluate_prior(prior_path: str | os.PathLike, test_paths: Sequence[str | os.
         row = int(rng.integers(seg.states.shape[0]))
         steps = n_rollout_steps(seconds, seg.fps)
         states = rollout(prior, seg.states[row][None], seg.fps, steps, n_samples, generator, clamp=clamp,
-                         device=resolve_device(device))[0]  # (K, T, D)
+                         device=dev)[0]  # (K, T, D)
         finite &= bool(torch.isfinite(states).all())
         if not finite:
             log.warning("start %d: a sample diverged to non-finite values", k)
@@ -309,8 +303,8 @@ def evaluate_prior(prior_path: str | os.PathLike, test_paths: Sequence[str | os.
     stable = finite and max_dev <= STABILITY_FACTOR * train_dev
     return {
         "format": "neuface.eval.motion_prior", "format_version": 1, "label": label,
-        "prior": {"path": str(prior_path), "sha256": _sha(prior_path), "lineage": prior.lineage},
-        "test": [{"path": d["path"], "sha256": _sha(d["path"]), "annotator": d["annotator"],
+        "prior": {"path": str(prior_path), "sha256": sha256_file(prior_path), "lineage": prior.lineage},
+        "test": [{"path": d["path"], "sha256": sha256_file(d["path"]), "annotator": d["annotator"],
                   "n_sequences": d["n_sequences"]} for d in used],
         "fd": fd, "fd_train_vs_test": fd_train,
         "apd_cm": float(np.mean(apds)) if apds else float("nan"), "apd_cm_per_start": apds,

@@ -80,19 +80,6 @@ class PriorSettings:
         return d
 
 
-def resolve_device(name: str) -> torch.device:
-    import torch
-
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise NeufaceError(f"device {name!r} requested but CUDA is not available")
-    try:
-        return torch.device(name)
-    except RuntimeError as exc:
-        raise NeufaceError(f"unknown device {name!r}: {exc}") from None
-
-
 class PriorTrainer:
     """The optimisation loop state: model, Adam, batch generator, loss history.
 
@@ -109,6 +96,7 @@ class PriorTrainer:
                  norm: dict[str, torch.Tensor], layout: StateLayout, settings: PriorSettings) -> None:
         import torch
 
+        from neuface.fitting.forward import resolve_device
         from neuface.train.motion_prior import LOG_SIGMA_MIN, MotionCVAE, constant_velocity_base
 
         self.settings = settings
@@ -328,7 +316,7 @@ def train_motion_prior(datasets: Sequence[str | os.PathLike], flame_path: str | 
                                 input_digests) if checkpoint is not None or stop is not None else None
     trainer = PriorTrainer(pairs["states"], pairs["src"], pairs["dst"], pairs["fps"], norm, layout, settings)
     history = trainer.run(checkpointer)
-    digests = input_digests()
+    digests = checkpointer.inputs if checkpointer is not None else input_digests()  # hashed once
     fps_values = sorted({float(s.fps) for s in segments})
     lineage = {
         "datasets": [{"path": d["path"], "sha256": digests[f"dataset{i}"], "annotator": d["annotator"],
@@ -379,5 +367,5 @@ def _dataset_sizes(paths: Sequence[str]) -> tuple[int, int]:
     return next(iter(sizes))
 
 
-__all__ = ["CHECKPOINT_KIND", "PriorSettings", "PriorTrainer", "resolve_device", "train_motion_prior",
+__all__ = ["CHECKPOINT_KIND", "PriorSettings", "PriorTrainer", "train_motion_prior",
            "write_curve"]

@@ -25,11 +25,12 @@ from typing import Any
 import h5py
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from neuface.dataset.reader import NeuFaceH5
+from neuface.dataset.schema import attr_str_list
 from neuface.errors import NeufaceError
+from neuface.fitting.data import images_to_input
 from neuface.geometry.crop import pixels_to_crop_ndc
 
 log = logging.getLogger(__name__)
@@ -58,14 +59,6 @@ class DatasetInfo:
     config_hashes: list[str]
     flame_sha256: str
     skipped_sequences: list[str]
-
-
-def _str_list(value: Any) -> list[str]:
-    if value is None:
-        return []
-    if isinstance(value, (str, bytes)):
-        value = [value]
-    return [v.decode() if isinstance(v, bytes) else str(v) for v in np.atleast_1d(value)]
 
 
 class RegressorFrames(Dataset):
@@ -98,7 +91,6 @@ class RegressorFrames(Dataset):
         parts: dict[str, list[np.ndarray]] = {k: [] for k in _TARGETS}
         self._where: list[tuple[str, str, int]] = []  # (crops file, view, crops frame) per item
         self.keys: list[tuple[str, str, int]] = []  # (sequence, view, packed frame) per item
-        self._crop_sizes: dict[str, int] = {}
         for path in datasets:
             self._add_dataset(Path(path), skip_missing, parts)
         if not self.keys:
@@ -132,7 +124,8 @@ class RegressorFrames(Dataset):
         self.infos.append(DatasetInfo(
             path=str(path), annotator=str(a.get("annotator", "")), split=str(a.get("split", "")),
             n_sequences=len(sequences) - len(missing), n_items=len(self.keys) - n_before,
-            encoder_ids=_str_list(a.get("encoder_ids")), config_hashes=_str_list(a.get("config_hashes")),
+            encoder_ids=attr_str_list(a.get("encoder_ids", [])),
+            config_hashes=attr_str_list(a.get("config_hashes", [])),
             flame_sha256=str(a.get("flame_sha256", "")), skipped_sequences=missing))
 
     def _add_clip(self, item: dict[str, Any], parts: dict[str, list[np.ndarray]]) -> None:
@@ -178,7 +171,6 @@ class RegressorFrames(Dataset):
                 transforms = tr[()][frames]
         except OSError as exc:
             raise NeufaceError(f"cannot read crops file {crops_path}: {exc}") from None
-        self._crop_sizes[crops_path] = crop_size
         return crop_size, transforms.astype(np.float64)
 
     # ------------------------------------------------------------------------------------------- items
@@ -208,11 +200,8 @@ class RegressorFrames(Dataset):
             raw = self._crops(path)[f"views/{view}/crops"][frame]
         except (OSError, KeyError, ValueError) as exc:
             raise NeufaceError(f"cannot read crop {frame} of view {view} from {path}: {exc}") from None
-        x = torch.from_numpy(np.ascontiguousarray(raw)).permute(2, 0, 1).float().div_(255.0)
-        if x.shape[-1] != self.image_size or x.shape[-2] != self.image_size:
-            x = F.interpolate(x[None], size=(self.image_size, self.image_size), mode="bilinear",
-                              align_corners=False, antialias=True)[0]
-        return x
+        return images_to_input(torch.from_numpy(np.ascontiguousarray(raw)).permute(2, 0, 1)[None], self.image_size,
+                               "cpu")[0]
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         if not -len(self) <= i < len(self):

@@ -6,8 +6,8 @@ annotator runs once per frame and view (:func:`neuface.fitting.api.run_fit` with
 
 * ``nme``: bounding-box NME (%) of the projected landmarks against the detections (every sequence);
 * with the sheet's ``ground_truth`` (``neuface synth`` ``.npz``): ``nme_gt`` against the true landmarks and the
-  per-(frame, view) similarity-aligned MPVE in mm (:func:`per_sample_mpve_aligned`, the metric of
-  ``mpve_aligned``; its mean over a sequence equals that sequence's ``mpve_aligned``).
+  per-(frame, view) similarity-aligned MPVE in mm (``sequence_metrics(..., per_sample=...)``: the samples whose
+  mean over a sequence is that sequence's ``mpve_aligned``).
 
 Summary: aligned MPVE pooled over every (frame, view) sample of the GT sequences (median / mean / std, as the
 paper's Table 5 reports), NME and NME-GT as mean / std over sequences. Sequences without ground truth (a real
@@ -24,61 +24,21 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import h5py
 import numpy as np
-import torch
 
 from neuface.encoders import load_encoder
 from neuface.encoders.checkpoint import file_sha256
 from neuface.errors import NeufaceError
 from neuface.flame import FlameLayer
-from neuface.metrics.core import mpve_aligned_per_sample
-from neuface.metrics.fitfile import read_fit_arrays
-from neuface.metrics.sequence import load_ground_truth, match_views, sequence_metrics
-from neuface.shots import frame_shapes
+from neuface.metrics.sequence import gt_pixel_scale_of_crops, sequence_metrics
 from neuface.train.regressor_output import read_lineage
 
 log = logging.getLogger(__name__)
 
-__all__ = ["EVAL_FORMAT", "evaluate_regressor", "per_sample_mpve_aligned", "summarise"]
+__all__ = ["EVAL_FORMAT", "evaluate_regressor", "summarise"]
 
 EVAL_FORMAT = "neuface.eval.regressor"
 EVAL_VERSION = 1
-
-
-@torch.no_grad()
-def per_sample_mpve_aligned(fit_path: str | os.PathLike, flame: FlameLayer, gt_path: str | os.PathLike,
-                            chunk: int = 32) -> np.ndarray:
-    """(F, V) similarity-aligned MPVE (mm) of every (frame, view) of a fit against its ground truth.
-
-    The fitted canonical mesh (global rotation zeroed; each frame's β) is aligned onto the GT canonical mesh of
-    the same frame (:func:`neuface.metrics.mpve_aligned_per_sample`), exactly as ``sequence_metrics`` does.
-    """
-    fit = read_fit_arrays(fit_path)
-    if not fit["status"].ok:
-        raise NeufaceError(f"{fit_path}: the fit failed ({fit['status'].reason})")
-    gt = load_ground_truth(gt_path)
-    match_views(fit["views"], gt["views"])
-    dtype, device = flame.v_template.dtype, flame.v_template.device
-
-    def t(a: np.ndarray) -> torch.Tensor:
-        return torch.as_tensor(np.ascontiguousarray(a), dtype=dtype, device=device)
-
-    n_f, n_v = fit["expression"].shape[:2]
-    if gt["expression"].shape[0] < n_f:
-        raise NeufaceError(f"ground truth {gt_path} has {gt['expression'].shape[0]} frames, the fit {n_f}")
-    shapes = t(frame_shapes(fit)[:, : flame.n_shape])
-    out = []
-    for s in range(0, n_f, chunk):
-        e = min(n_f, s + chunk)
-        b = (e - s) * n_v
-        verts = flame(shape=shapes[s:e, None].expand(-1, n_v, -1).reshape(b, -1),
-                      expression=t(fit["expression"][s:e, :, : flame.n_exp]).reshape(b, -1),
-                      pose=t(fit["pose"][s:e]).reshape(b, -1)).vertices.reshape(e - s, n_v, -1, 3)
-        g = flame(shape=t(gt["shape"][: flame.n_shape]).expand(e - s, -1),
-                  expression=t(gt["expression"][s:e, : flame.n_exp]), pose=t(gt["pose"][s:e])).vertices
-        out.append(mpve_aligned_per_sample(verts, g[:, None]).cpu())
-    return torch.cat(out).numpy()
 
 
 def _stats(values: list[float] | np.ndarray, median: bool = True) -> dict[str, float] | None:
@@ -92,21 +52,6 @@ def _stats(values: list[float] | np.ndarray, median: bool = True) -> dict[str, f
 
 def _finite(x: Any) -> float | None:
     return float(x) if x is not None and math.isfinite(float(x)) else None
-
-
-def _gt_pixel_scale(gt_path: str, crops_path: Path) -> tuple[float, float] | None:
-    """GT pixels → frame pixels when the frames were resized (frames file named by the crops file), else None."""
-    with h5py.File(crops_path, "r") as f:
-        frames_file = str(f.attrs.get("frames_file", "") or "")
-    if not frames_file or not Path(frames_file).is_file():
-        return None
-    from neuface.video.store import frames_info
-
-    with np.load(gt_path, allow_pickle=False) as z:
-        size = float(z["image_size"]) if "image_size" in z.files else float("nan")
-    info = frames_info(frames_file)
-    h, w = info["view_attrs"][info["views"][0]]["shape"][1:3]
-    return (w / size, h / size) if math.isfinite(size) else None
 
 
 def _sheet_sequences(sheet: str | os.PathLike, split: str | None) -> list[tuple[str, str | None]]:
@@ -167,13 +112,14 @@ def evaluate_regressor(sheet: str | os.PathLike, crops_dir: str | os.PathLike, l
                              "n_views": 0, "has_gt": gt is not None, "mpve_aligned_mm": None, "nme": None,
                              "nme_gt": None})
                 continue
-            scale = _gt_pixel_scale(gt, crops) if gt else None
-            m = sequence_metrics(fit_path, flame, gt_path=gt, gt_pixel_scale=scale)
+            scale = gt_pixel_scale_of_crops(gt, crops) if gt else None
+            per_sample: dict[str, np.ndarray] = {}  # the (F, V) aligned MPVE, pooled over sequences below
+            m = sequence_metrics(fit_path, flame, gt_path=gt, gt_pixel_scale=scale, per_sample=per_sample)
             row = {"sequence": name, "status": "ok", "n_frames": m["n_frames"], "n_views": m["n_views"],
                    "has_gt": gt is not None, "mpve_aligned_mm": None, "nme": _finite(m["metrics"]["nme"]),
                    "nme_gt": _finite(m["metrics"]["nme_gt"]) if gt else None}
             if gt is not None:
-                per = per_sample_mpve_aligned(fit_path, flame, gt)
+                per = per_sample["mpve_aligned"]
                 pooled.append(per.ravel())
                 row["mpve_aligned_mm"] = _stats(per)
             rows.append(row)
