@@ -314,3 +314,19 @@ def test_training_on_an_empty_split_is_a_clear_error(kit, tmp_path):
         f.attrs["n_sequences"] = 0
     with pytest.raises(NeufaceError, match="no motion to train on"):
         train_motion_prior([data], kit["flame"], kit["embedding"], tmp_path / "p.pt", PriorSettings(steps=2))
+
+
+def test_cli_sample_refuses_to_write_diverged_samples(kit, tmp_path, cli, monkeypatch):
+    """A generation with non-finite states is an error and writes nothing (never zeros in place of NaN)."""
+    import neuface.train.motion_sample as motion_sample
+
+    data = pack_motion_dataset(tmp_path, kit["flame"], range(4), n_frames=30)
+    prior, out = tmp_path / "p.pt", tmp_path / "samples.h5"
+    flame = ("--flame", kit["flame"], "--embedding", kit["embedding"])
+    assert cli("train", "motion-prior", "--dataset", data, *flame, "--out", prior, "--steps", 5,
+               "--batch-size", 8, "--hidden", 16, "--latent-dim", 4) == 0
+    real = motion_sample.rollout
+    monkeypatch.setattr(motion_sample, "rollout", lambda *a, **k: real(*a, **k) * float("nan"))
+    assert cli("prior", "sample", "--prior", prior, "--start", data, *flame, "--seconds", 1, "--n-samples", 2,
+               "--seed", 0, "--out", out) == 2
+    assert not out.exists()

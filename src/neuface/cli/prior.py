@@ -63,6 +63,7 @@ def _sample(args: argparse.Namespace) -> int:
     from neuface.cli.argtypes import resolve_device_name
     from neuface.dataset.pack import sha256_file
     from neuface.dataset.schema import attr_str_list
+    from neuface.errors import NeufaceError
     from neuface.fitting.forward import resolve_device
     from neuface.flame import FlameLayer
     from neuface.train.motion_prior import load_motion_prior
@@ -85,9 +86,8 @@ def _sample(args: argparse.Namespace) -> int:
     generator = torch.Generator().manual_seed(args.seed)
     samples = rollout(prior, seg.states[row][None], seg.fps, steps, args.n_samples, generator, clamp=args.clamp,
                       device=resolve_device(resolve_device_name(args.device)))[0]
-    if not torch.isfinite(samples).all():
-        log.warning("some samples diverged to non-finite values; try --clamp")
-        samples = torch.nan_to_num(samples)
+    if not torch.isfinite(samples).all():  # never write zeros in place of a failed generation
+        raise NeufaceError(f"{args.prior}: some samples diverged to non-finite values; nothing written to {args.out}")
     write_samples(args.out, samples, prior.layout, seg.shape, seg.fps, flame, cam, crop,
                   {"flame_sha256": flame_sha, "prior": str(args.prior), "prior_sha256": sha256_file(args.prior),
                    "seed": int(args.seed), "start_dataset": str(args.start), "start_sequence": seg.sequence,
