@@ -325,6 +325,10 @@ def train_targets():
     return train_inputs("regressor") + train_inputs("motion_prior")
 
 
+#: `neuface train regressor` options of each Table 5 fine-tuning variant.
+REGRESSOR_VARIANT_OPTIONS = {"2d": "--no-3d", "3d": "", "3dexpr": "--identity-3d predicted"}
+
+
 def regressor_models(regressor):
     """Table 5 rows: the original encoder, then `<annotator>_<variant>` for every fine-tuned one."""
     return ["original"] + [f"{a}_{v}" for a in regressor["annotators"] for v in regressor["variants"]]

@@ -11,7 +11,7 @@ PRIOR_MODELS = prior_models(TRAIN["motion_prior"])
 
 
 wildcard_constraints:
-    variant="2d|3d",
+    variant="2d|3d|3dexpr",
     prior="[A-Za-z0-9_]+",
     model="[A-Za-z0-9_]+",
 
@@ -41,7 +41,7 @@ rule finetune_regressor:
         curve=f"{RESULTS}/train/regressor/{{annotator}}_{{variant}}.curve.csv",
     params:
         crops_dir=f"{RESULTS}/crops",
-        no3d=lambda wildcards: "--no-3d" if wildcards.variant == "2d" else "",
+        variant=lambda wildcards: REGRESSOR_VARIANT_OPTIONS[wildcards.variant],
         encoder=config["encoder"]["kind"],
         device=TRAIN_DEVICE,
         checkpoint=lambda wildcards: f"{RESULTS}/checkpoints/train/regressor_{wildcards.annotator}_{wildcards.variant}.pt",
@@ -61,7 +61,7 @@ rule finetune_regressor:
     shell:
         "neuface --log-file {log} train regressor --dataset {input.dataset} --crops-dir {params.crops_dir}"
         " --flame {input.model} --embedding {input.embedding} --encoder {params.encoder}"
-        " --encoder-weights {input.weights} {params.no3d} {params.options} --device {params.device}"
+        " --encoder-weights {input.weights} {params.variant} {params.options} --device {params.device}"
         " --checkpoint {params.checkpoint} --curve {output.curve} --out {output.weights}"
 
 

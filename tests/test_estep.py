@@ -61,8 +61,12 @@ def test_collected_targets_equal_a_separate_e_step_at_fixed_weights(kit, synth, 
 def test_reused_targets_skip_the_separate_pass_and_end_like_the_separate_schedule(kit, long_synth,
                                                                                   jittery_regressor, tmp_path,
                                                                                   monkeypatch):
-    """Same 30-pass fit with ``e_step: reuse`` and ``separate``: reuse runs the no-grad pass once (before the
-    first pass), separate once per pass; the final landmark error and jitter agree within 10 %."""
+    """Same 60-pass fit with ``e_step: reuse`` and ``separate``: reuse runs the no-grad pass once (before the
+    first pass), separate once per pass; the final landmark error and jitter agree within 15 %.
+
+    Compared once converged: after 30 of the 60 passes the fit is mid-descent, where float-level differences
+    alone (1 vs 2 torch threads) moved the separate schedule's landmark error by 14 % (0.615 / 0.538 px); after 60
+    passes the two thread counts agree within 4 % and the two schedules within 8 % (measured)."""
     calls = {"n": 0}
     real = nf.e_step
 
@@ -71,7 +75,7 @@ def test_reused_targets_skip_the_separate_pass_and_end_like_the_separate_schedul
         return real(*args, **kwargs)
 
     monkeypatch.setattr(nf, "e_step", counted)
-    schedule = {**NEUFACE_LONG, "n_passes": 30}
+    schedule = {**NEUFACE_LONG, "n_passes": 60}
     results = {}
     for mode in ("reuse", "separate"):
         calls["n"] = 0
@@ -79,6 +83,10 @@ def test_reused_targets_skip_the_separate_pass_and_end_like_the_separate_schedul
         assert status.ok, status.reason
         assert res["status"].details["e_step"] == mode
         results[mode] = (calls["n"], lmk_error(res, long_synth), jitter(res, long_synth))
-    assert results["reuse"][0] == 1 and results["separate"][0] == 30, results
+    assert results["reuse"][0] == 1 and results["separate"][0] == 60, results
     for i in (1, 2):
-        np.testing.assert_allclose(results["reuse"][i], results["separate"][i], rtol=0.10, err_msg=str(results))
+        np.testing.assert_allclose(results["reuse"][i], results["separate"][i], rtol=0.15, err_msg=str(results))
+    _, res = fit(kit, long_synth, tmp_path / "regress", "regress", jittery_regressor)
+    start = (lmk_error(res, long_synth), jitter(res, long_synth))  # both schedules converge far below it
+    assert max(results["reuse"][1], results["separate"][1]) < 0.6 * start[0], (results, start)
+    assert max(results["reuse"][2], results["separate"][2]) < 0.4 * start[1], (results, start)

@@ -415,6 +415,49 @@ def test_sequence_metrics_match_direct_flame(tmp_path, flame):
     assert m["mpve_aligned"] < m["mpve"]
 
 
+def test_per_sample_error_parts_match_a_naive_loop_and_vanish_when_that_part_is_true(tmp_path, flame):
+    rng = np.random.default_rng(5)
+    n_f, n_v = 5, 2
+    gt = {"shape": rng.normal(size=100) * 0.5, "expression": rng.normal(size=(n_f, 50)) * 0.5,
+          "pose": np.concatenate([np.zeros((n_f, 3)), np.abs(rng.normal(size=(n_f, 3))) * 0.1, np.zeros((n_f, 6))], 1),
+          "global_pose": np.zeros((n_f, n_v, 3)), "landmarks": rng.uniform(50, 150, size=(n_f, n_v, 68, 2)),
+          "views": np.array(["a", "b"])}
+    np.savez(tmp_path / "gt.npz", **gt)
+    p = _random_fit(rng, n_f, n_v)
+
+    def parts(fit, name):
+        path = write_fit_file(tmp_path / f"{name}.h5", sequence=name, annotator="ann", views=["a", "b"], **fit)
+        per: dict[str, np.ndarray] = {}
+        sequence_metrics(path, flame, gt_path=tmp_path / "gt.npz", chunk=2, per_sample=per)
+        return per
+
+    per = parts(p, "rand")
+    assert {k: v.shape for k, v in per.items()} == {k: (n_f, n_v) for k in
+                                                    ("mpve_aligned", "mpve_identity", "mpve_expression")}
+    f64 = {k: torch.as_tensor(np.asarray(v, dtype=np.float32), dtype=torch.float64) for k, v in p.items()}
+    g64 = {k: torch.as_tensor(np.asarray(gt[k], dtype=np.float32), dtype=torch.float64) for k in
+           ("shape", "expression", "pose")}
+    g_neutral = flame(shape=g64["shape"][None]).vertices[0].numpy()
+    p_neutral = flame(shape=f64["shape"][None]).vertices[0].numpy()
+    for f in range(n_f):
+        g_true = flame(shape=g64["shape"][None], expression=g64["expression"][f:f + 1],
+                       pose=g64["pose"][f:f + 1]).vertices[0].numpy()
+        for v in range(n_v):
+            on_true = flame(shape=g64["shape"][None], expression=f64["expression"][f, v][None],
+                            pose=f64["pose"][f, v][None]).vertices[0].numpy()
+            for key, pred, ref in (("mpve_identity", p_neutral, g_neutral), ("mpve_expression", on_true, g_true)):
+                naive = np.linalg.norm(_naive_umeyama(pred, ref)[3] - ref, axis=1).mean() * 1000.0
+                assert per[key][f, v] == pytest.approx(naive, rel=1e-6), (key, f, v)
+    assert (per["mpve_identity"] > 0).all() and (per["mpve_expression"] > 0).all()
+    true_shape = parts({**p, "shape": gt["shape"]}, "true_shape")
+    assert true_shape["mpve_identity"].max() < 1e-6 and true_shape["mpve_expression"] == pytest.approx(
+        per["mpve_expression"], rel=1e-9)
+    true_motion = parts({**p, "expression": np.repeat(gt["expression"][:, None], n_v, 1),
+                         "pose": np.repeat(gt["pose"][:, None], n_v, 1)}, "true_motion")
+    assert true_motion["mpve_expression"].max() < 1e-6
+    assert true_motion["mpve_identity"] == pytest.approx(per["mpve_identity"], rel=1e-9)
+
+
 def test_sequence_metrics_monocular_and_failed(tmp_path, flame):
     rng = np.random.default_rng(3)
     p = _random_fit(rng, 5, 1)

@@ -210,6 +210,42 @@ def test_loss_decreases_and_no_3d_drops_the_3d_terms(setup, tmp_path):
     assert json.loads(lineage_path(tmp_path / "2d.pt").read_text())["settings"]["use_3d"] is False
 
 
+def test_identity_3d_predicted_leaves_beta_to_the_2d_term(setup):
+    from neuface.encoders.base import EncoderOutput
+    from neuface.train.regressor import regressor_losses
+
+    flame = setup["kit"]["layer"]
+    g = torch.Generator().manual_seed(3)
+    b = 4
+
+    def rand(*size, scale=0.1):
+        return (torch.randn(*size, generator=g, dtype=torch.float64) * scale).requires_grad_(True)
+
+    pred = EncoderOutput(shape=rand(b, 100), expression=rand(b, 50), global_pose=rand(b, 3), jaw_pose=rand(b, 3),
+                         cam=torch.tensor([[8.0, 0.0, 0.0]] * b, dtype=torch.float64, requires_grad=True))
+    batch = {"shape": torch.randn(b, 100, generator=g, dtype=torch.float64) * 0.1,
+             "expression": torch.randn(b, 50, generator=g, dtype=torch.float64) * 0.1,
+             "global_pose": torch.randn(b, 3, generator=g, dtype=torch.float64) * 0.1,
+             "pose": torch.zeros(b, 12, dtype=torch.float64), "landmarks": torch.zeros(b, 68, 2, dtype=torch.float64),
+             "landmarks_valid": torch.zeros(b, 68, dtype=torch.bool), "valid": torch.ones(b, dtype=torch.bool)}
+    grads = {}
+    for mode in ("label", "predicted"):
+        st = RegressorSettings(identity_3d=mode, lambda_l2d=0.0)  # the 3D terms alone
+        parts = regressor_losses(pred, batch, flame, st)
+        grads[mode] = torch.autograd.grad(parts["total"], [pred.shape, pred.expression, pred.global_pose])
+        assert parts["m3d"] > 0
+    assert grads["label"][0].abs().max() > 0
+    assert torch.equal(grads["predicted"][0], torch.zeros_like(pred.shape))  # no identity supervision in 3D
+    assert grads["predicted"][1].abs().max() > 0 and grads["predicted"][2].abs().max() > 0
+    # with the label's β predicted, both modes are the same loss
+    same = EncoderOutput(**{**vars(pred), "shape": batch["shape"].clone()})
+    a = regressor_losses(same, batch, flame, RegressorSettings(identity_3d="label"))
+    c = regressor_losses(same, batch, flame, RegressorSettings(identity_3d="predicted"))
+    assert float(a["total"].detach()) == pytest.approx(float(c["total"].detach()), rel=1e-12)
+    with pytest.raises(NeufaceError, match="identity_3d"):
+        RegressorSettings(identity_3d="none").check()
+
+
 def test_preempted_and_resumed_equals_uninterrupted(setup, tmp_path):
     from test_fit_resume import StopAfter
 
@@ -272,6 +308,8 @@ def test_cli_train_then_eval_regressor(setup, tmp_path, run_cli):
     s = ev["summary"]
     assert (s["n_sequences"], s["n_frames"], s["n_gt_sequences"]) == (2, 8, 1) and s["nme_gt"]["std"] == 0
     assert s["mpve_aligned_mm"] == by["h0"]["mpve_aligned_mm"]
+    for part in ("mpve_identity_mm", "mpve_expression_mm"):  # the two parts of the error, pooled like the total
+        assert s[part] == by["h0"][part] and 0 < s[part]["mean"] and by["s1"][part] is None
     from neuface.metrics import sequence_metrics  # the per-frame MPVE averages to the sequence metric
 
     m = sequence_metrics(tmp_path / "fits" / "h0.h5", kit["layer"], gt_path=h0.gt)

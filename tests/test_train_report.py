@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+import math
 
+import numpy as np
 import pandas as pd
 import pytest
 
 from neuface.cli import main
 from neuface.errors import NeufaceError
-from neuface.report.train_tables import build_train_tables, prior_rows, regressor_rows
+from neuface.report.train_tables import build_train_tables, paired_change_ci, prior_rows, regressor_rows
 
 
 def _regressor_eval(path, label, mean, lineage=None, real_nme=None):
@@ -47,11 +49,13 @@ def test_table5_rows_relative_change_and_real_clip_note(tmp_path):
     files = [_regressor_eval(tmp_path / "o.json", "original", 2.0, real_nme=12.0),
              _regressor_eval(tmp_path / "f2.json", "neuface_2d", 1.9, {**lineage, "settings": {"use_3d": False}},
                              real_nme=6.0),
-             _regressor_eval(tmp_path / "f3.json", "neuface_3d", 1.5, lineage, real_nme=5.0)]
+             _regressor_eval(tmp_path / "f3.json", "neuface_3d", 1.5, lineage, real_nme=5.0),
+             _regressor_eval(tmp_path / "fe.json", "neuface_3dexpr", 1.6,
+                             {**lineage, "settings": {"use_3d": True, "identity_3d": "predicted"}})]
     df = regressor_rows(files)
-    assert list(df["encoder"]) == ["original", "neuface_2d", "neuface_3d"]
-    assert list(df["supervision"]) == ["–", "2D", "2D + 3D"]
-    assert df["mpve_change_pct"].tolist() == pytest.approx([0.0, -5.0, -25.0])
+    assert list(df["encoder"]) == ["original", "neuface_2d", "neuface_3d", "neuface_3dexpr"]
+    assert list(df["supervision"]) == ["–", "2D", "2D + 3D", "2D + 3D w/o identity"]
+    assert df["mpve_change_pct"].tolist() == pytest.approx([0.0, -5.0, -25.0, -20.0])
     assert df["trained_on"].iloc[2] == "neuface train (20 seq.)"
     paths = build_train_tables(files, [], tmp_path / "report")
     md = (tmp_path / "report/table5.md").read_text()
@@ -59,8 +63,51 @@ def test_table5_rows_relative_change_and_real_clip_note(tmp_path):
     assert {p.suffix for p in paths} == {".csv", ".md", ".tex"}
     tex = (tmp_path / "report/table5.tex").read_text()
     assert r"\textbf{1.500}" in tex and "neuface\\_3d" in tex
-    assert pd.read_csv(tmp_path / "report/table5.csv")["mpve_mean"].tolist() == pytest.approx([2.0, 1.9, 1.5])
+    assert pd.read_csv(tmp_path / "report/table5.csv")["mpve_mean"].tolist() == pytest.approx([2.0, 1.9, 1.5, 1.6])
     assert not (tmp_path / "report/table4.md").exists()
+
+
+def test_paired_change_ci_cases():
+    base = {"a": (1.0, 10), "b": (2.0, 30)}
+    assert paired_change_ci(base, base) == (0.0, 0.0)
+    lo, hi = paired_change_ci({k: (m * 1.1, n) for k, (m, n) in base.items()}, base)
+    assert (lo, hi) == pytest.approx((10.0, 10.0))
+    # +10 % on one sequence, -10 % on the other (equal weights): draws give +10, 0 or -10
+    even = {"a": (1.0, 10), "b": (1.0, 10)}
+    lo, hi = paired_change_ci({"a": (1.1, 10), "b": (0.9, 10)}, even)
+    assert (lo, hi) == pytest.approx((-10.0, 10.0))
+    assert all(math.isnan(x) for x in paired_change_ci({"a": (1.0, 10)}, base))  # fewer than 2 shared sequences
+    assert paired_change_ci({**base, "c": (5.0, 10)}, base) == (0.0, 0.0)  # unshared sequences are left out
+
+
+def test_table5_has_the_error_parts_and_a_paired_interval(tmp_path):
+    def ev(path, label, scale, lineage=None):
+        seqs = [{"sequence": f"s{i}", "status": "ok", "n_frames": 10, "n_views": 1 + i % 2, "has_gt": True,
+                 "mpve_aligned_mm": {"median": m, "mean": m, "std": 0.1}, "nme": 2.0, "nme_gt": 1.5}
+                for i, m in enumerate(np.array([1.0, 1.2, 0.8, 1.1]) * scale)]
+        data = {"format": "neuface.eval.regressor", "format_version": 1, "label": label,
+                "encoder": {"kind": "builtin", "weights": "w.pt", "sha256": "0" * 64, "encoder_id": "b:x",
+                            "lineage": lineage}, "split": "test", "sequences": seqs,
+                "summary": {"n_sequences": 4, "n_frames": 40, "n_gt_sequences": 4,
+                            "mpve_aligned_mm": {"median": scale, "mean": scale, "std": 0.1},
+                            "mpve_identity_mm": {"median": 0.4, "mean": 0.4 * scale, "std": 0.1},
+                            "mpve_expression_mm": {"median": 0.8, "mean": 0.8 * scale, "std": 0.1},
+                            "nme": {"mean": 2.0, "std": 0.1}, "nme_gt": {"mean": 1.5, "std": 0.1}}}
+        path.write_text(json.dumps(data))
+        return path
+
+    lineage = {"datasets": [{"annotator": "neuface", "split": "train", "n_sequences": 20}],
+               "settings": {"use_3d": True}}
+    files = [ev(tmp_path / "o.json", "original", 1.0), ev(tmp_path / "f.json", "ft", 0.9, lineage)]
+    df = regressor_rows(files)
+    assert df["identity_mean"].tolist() == pytest.approx([0.4, 0.36])
+    assert df["expression_mean"].tolist() == pytest.approx([0.8, 0.72])
+    assert df["change_ci_low"].iloc[1] == pytest.approx(-10.0) and df["change_ci_high"].iloc[1] == pytest.approx(-10.0)
+    assert df["change_ci"].tolist() == ["–", "[-10.000, -10.000]"]
+    build_train_tables(files, [], tmp_path / "r")
+    md = (tmp_path / "r/table5.md").read_text()
+    assert "identity part (mm)" in md and "expression part (mm)" in md and "[-10.000, -10.000]" in md
+    assert "**0.360**" in md and "**0.720**" in md
 
 
 def test_table4_best_fd_lowest_apd_highest(tmp_path):

@@ -310,14 +310,15 @@ def _config(override, tmp_path, carphone_path, shard_size=0, **train):
 
 
 def test_training_targets_plan_models_evaluations_and_tables(override, tmp_path, carphone_path):
-    config = _config(override, tmp_path, carphone_path)
+    config = _config(override, tmp_path, carphone_path, regressor={"variants": ["2d", "3d", "3dexpr"]})
     proc = snakemake("-n", "-p", "train_regressor", "motion_prior", "--cores", "1", "--configfile", str(config))
     jobs = _job_counts(proc.stdout)
-    assert jobs["finetune_regressor"] == 2  # neuface 2d + 3d
-    assert jobs["eval_regressor"] == 3  # original, neuface_2d, neuface_3d
+    assert jobs["finetune_regressor"] == 3  # neuface 2d, 3d, 3dexpr
+    assert jobs["eval_regressor"] == 4  # original and the three
     assert jobs["train_motion_prior"] == jobs["eval_motion_prior"] == 3  # neuface, regress, neuface_subset2
     assert jobs["train_report_regressor"] == jobs["train_report_prior"] == 1
     assert "--no-3d" in proc.stdout and "--max-sequences 2" in proc.stdout
+    assert proc.stdout.count("--identity-3d predicted") == 1  # 3dexpr only
     # `rule all` stays as it was unless train.in_all
     assert "finetune_regressor" not in _job_counts(snakemake("-n", "--configfile", str(config)).stdout)
 

@@ -157,6 +157,23 @@ def _fit_params(arr: np.ndarray, width: int, name: str) -> np.ndarray:
     return arr[..., :width]
 
 
+def _error_parts(flame_layer, shape: torch.Tensor, expression: torch.Tensor, pose: torch.Tensor,
+                 gt_shape: torch.Tensor, gt_verts: torch.Tensor, into: dict[str, list[torch.Tensor]]) -> None:
+    """Append the identity and expression parts of the aligned MPVE of one chunk of (nc · V) samples.
+
+    Args:
+        shape / expression / pose: (nc·V, ...) fitted parameters, frame-major.
+        gt_shape: (n_shape,) true β.  gt_verts: (nc, 1, N, 3) float64 true canonical vertices.
+        into: ``mpve_identity`` / ``mpve_expression`` lists receiving (nc, V) tensors (mm).
+    """
+    nc = gt_verts.shape[0]
+    neutral = flame_layer(shape=shape).vertices.reshape(nc, -1, *gt_verts.shape[2:])
+    gt_neutral = flame_layer(shape=gt_shape[None]).vertices.to(torch.float64)[:, None]  # (1, 1, N, 3)
+    into["mpve_identity"].append(mpve_aligned_per_sample(neutral, gt_neutral.expand(nc, -1, -1, -1)).cpu())
+    on_true = flame_layer(shape=gt_shape.expand(shape.shape[0], -1), expression=expression, pose=pose).vertices
+    into["mpve_expression"].append(mpve_aligned_per_sample(on_true.reshape_as(neutral), gt_verts).cpu())
+
+
 def sequence_metrics(fit_path: str | os.PathLike, flame_layer, gt_path: str | os.PathLike | None = None,
                      chunk: int = 32, msi_eps: float = MSI_EPS, gt_pixel_scale: tuple[float, float] | None = None,
                      per_sample: dict[str, np.ndarray] | None = None) -> dict[str, Any]:
@@ -175,7 +192,10 @@ def sequence_metrics(fit_path: str | os.PathLike, flame_layer, gt_path: str | os
         msi_eps: variance floor of MSI (mm²).
         gt_pixel_scale: ``(sx, sy)`` from GT pixels to the fit's frame pixels (frames downscaled); default 1.
         per_sample: a dict that, with ground truth, receives ``mpve_aligned``: the (F, V) aligned MPVE (mm) of
-            every (frame, view), whose mean is the metric (for pooled statistics over many sequences).
+            every (frame, view), whose mean is the metric (for pooled statistics over many sequences), and its
+            two parts, also (F, V) aligned MPVE in mm: ``mpve_identity`` (the fitted β's neutral mesh against the
+            true β's; zero expression and pose) and ``mpve_expression`` (the fitted ψ and pose on the *true* β
+            against the true mesh).
     Returns:
         A JSON-able dict (see docs/metrics.md): ``status``, ``metrics`` (value or ``None`` when not
         applicable), ``per_view``, ``per_frame`` (CVD), fit attributes and final loss values.
@@ -223,6 +243,7 @@ def sequence_metrics(fit_path: str | os.PathLike, flame_layer, gt_path: str | os
     mpve_sum = torch.zeros(n_v, dtype=torch.float64)
     mpve_al_sum = torch.zeros(n_v, dtype=torch.float64)
     mpve_al_frames: list[torch.Tensor] = []
+    parts: dict[str, list[torch.Tensor]] = {"mpve_identity": [], "mpve_expression": []}
     with torch.no_grad():
         for start in range(0, n_f, chunk):
             stop = min(n_f, start + chunk)
@@ -260,6 +281,8 @@ def sequence_metrics(fit_path: str | os.PathLike, flame_layer, gt_path: str | os
                 mpve_sum += diff.norm(dim=-1).mean(dim=-1).sum(dim=0).cpu()
                 mpve_al_frames.append(mpve_aligned_per_sample(canon, g_verts).cpu())  # (nc, V)
                 mpve_al_sum += mpve_al_frames[-1].sum(dim=0)
+                if per_sample is not None:
+                    _error_parts(flame_layer, shape_c, exp_c, pose_c, gt_shape, g_verts, parts)
 
     metrics: dict[str, float | None] = {k: None for k in UNITS}
     per_view: dict[str, dict[str, float]] = {}
@@ -285,6 +308,7 @@ def sequence_metrics(fit_path: str | os.PathLike, flame_layer, gt_path: str | os
             metrics[key] = float(per.mean())
         if per_sample is not None:
             per_sample["mpve_aligned"] = torch.cat(mpve_al_frames).numpy()
+            per_sample.update({k: torch.cat(v).numpy() for k, v in parts.items()})
     result["metrics"] = metrics
     result["per_view"] = per_view
     return result

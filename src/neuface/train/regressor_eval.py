@@ -7,7 +7,9 @@ annotator runs once per frame and view (:func:`neuface.fitting.api.run_fit` with
 * ``nme``: bounding-box NME (%) of the projected landmarks against the detections (every sequence);
 * with the sheet's ``ground_truth`` (``neuface synth`` ``.npz``): ``nme_gt`` against the true landmarks and the
   per-(frame, view) similarity-aligned MPVE in mm (``sequence_metrics(..., per_sample=...)``: the samples whose
-  mean over a sequence is that sequence's ``mpve_aligned``).
+  mean over a sequence is that sequence's ``mpve_aligned``), and its two parts: ``mpve_identity_mm`` (the
+  predicted β's neutral mesh vs the true β's) and ``mpve_expression_mm`` (predicted ψ and pose on the true β vs
+  the true mesh), so a change of the total can be traced to identity or to expression.
 
 Summary: aligned MPVE pooled over every (frame, view) sample of the GT sequences (median / mean / std, as the
 paper's Table 5 reports), NME and NME-GT as mean / std over sequences. Sequences without ground truth (a real
@@ -39,6 +41,8 @@ __all__ = ["EVAL_FORMAT", "evaluate_regressor", "summarise"]
 
 EVAL_FORMAT = "neuface.eval.regressor"
 EVAL_VERSION = 1
+#: per-sample GT errors pooled over sequences (``sequence_metrics(per_sample=...)`` keys; ``<key>_mm`` in the JSON)
+POOLED = ("mpve_aligned", "mpve_identity", "mpve_expression")
 
 
 def _stats(values: list[float] | np.ndarray, median: bool = True) -> dict[str, float] | None:
@@ -95,7 +99,7 @@ def evaluate_regressor(sheet: str | os.PathLike, crops_dir: str | os.PathLike, l
     settings = resolve_annotator("regress", {"encoder": kind, "encoder_weights": str(weights), "device": str(dev),
                                              "progress": False})
     rows: list[dict[str, Any]] = []
-    pooled: list[np.ndarray] = []
+    pooled: dict[str, list[np.ndarray]] = {k: [] for k in POOLED}
     with contextlib.ExitStack() as stack:
         out_dir = Path(fits_dir) if fits_dir else Path(stack.enter_context(tempfile.TemporaryDirectory()))
         for name, gt in sequences:
@@ -109,19 +113,19 @@ def evaluate_regressor(sheet: str | os.PathLike, crops_dir: str | os.PathLike, l
             status = run_fit(crops, lmk, flame_path, embedding_path, "regress", settings, fit_path, encoder=encoder)
             if not status.ok:
                 rows.append({"sequence": name, "status": "failed", "reason": status.reason, "n_frames": 0,
-                             "n_views": 0, "has_gt": gt is not None, "mpve_aligned_mm": None, "nme": None,
-                             "nme_gt": None})
+                             "n_views": 0, "has_gt": gt is not None, **{f"{k}_mm": None for k in POOLED},
+                             "nme": None, "nme_gt": None})
                 continue
             scale = gt_pixel_scale_of_crops(gt, crops) if gt else None
             per_sample: dict[str, np.ndarray] = {}  # the (F, V) aligned MPVE, pooled over sequences below
             m = sequence_metrics(fit_path, flame, gt_path=gt, gt_pixel_scale=scale, per_sample=per_sample)
             row = {"sequence": name, "status": "ok", "n_frames": m["n_frames"], "n_views": m["n_views"],
-                   "has_gt": gt is not None, "mpve_aligned_mm": None, "nme": _finite(m["metrics"]["nme"]),
+                   "has_gt": gt is not None, **{f"{k}_mm": None for k in POOLED}, "nme": _finite(m["metrics"]["nme"]),
                    "nme_gt": _finite(m["metrics"]["nme_gt"]) if gt else None}
             if gt is not None:
-                per = per_sample["mpve_aligned"]
-                pooled.append(per.ravel())
-                row["mpve_aligned_mm"] = _stats(per)
+                for key in POOLED:
+                    pooled[key].append(per_sample[key].ravel())
+                    row[f"{key}_mm"] = _stats(per_sample[key])
             rows.append(row)
             log.info("eval-regressor %s %s: NME %s%%, MPVE %s mm", label, name, row["nme"],
                      None if row["mpve_aligned_mm"] is None else round(row["mpve_aligned_mm"]["mean"], 3))
@@ -134,14 +138,15 @@ def evaluate_regressor(sheet: str | os.PathLike, crops_dir: str | os.PathLike, l
             "split": split, "sequences": rows, "summary": summarise(rows, pooled)}
 
 
-def summarise(rows: list[dict[str, Any]], pooled: list[np.ndarray]) -> dict[str, Any]:
-    """Summary block: counts, pooled aligned MPVE over GT (frame, view) samples, NME / NME-GT over sequences."""
+def summarise(rows: list[dict[str, Any]], pooled: dict[str, list[np.ndarray]]) -> dict[str, Any]:
+    """Summary block: counts, pooled aligned MPVE (and its identity / expression parts) over the GT (frame, view)
+    samples (``pooled`` maps each :data:`POOLED` key to per-sequence sample arrays), NME / NME-GT over sequences."""
     ok = [r for r in rows if r["status"] == "ok"]
     gt_rows = [r for r in ok if r["has_gt"]]
     return {
         "n_sequences": len(ok), "n_frames": int(sum(r["n_frames"] for r in ok)), "n_gt_sequences": len(gt_rows),
         "n_failed": len(rows) - len(ok),
-        "mpve_aligned_mm": _stats(np.concatenate(pooled)) if pooled else None,
+        **{f"{k}_mm": _stats(np.concatenate(v)) if v else None for k, v in pooled.items()},
         "nme": _stats([r["nme"] for r in ok if r["nme"] is not None], median=False),
         "nme_gt": _stats([r["nme_gt"] for r in gt_rows if r["nme_gt"] is not None], median=False),
     }

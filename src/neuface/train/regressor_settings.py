@@ -18,6 +18,10 @@ DEFAULT_LR = {"deca": 1e-5, "emoca": 1e-5, "builtin": 1e-4}
 
 #: Settings that change how, not what, is computed: left out of the checkpoint fingerprint.
 RUNTIME_ONLY = ("device", "workers", "checkpoint_every", "progress")
+#: Identity in the 3D terms: ``label`` (the paper's: targets FLAME(β, ψ, r, θ) of the annotation) or
+#: ``predicted`` (both meshes built with the encoder's own β, detached: the 3D terms supervise expression, jaw and
+#: head pose only, identity is learnt from the 2D term alone).
+IDENTITY_3D = ("label", "predicted")
 
 
 @dataclass
@@ -26,7 +30,8 @@ class RegressorSettings:
 
     Loss: ``λ_2D·L_lmk2D + λ_M3D·L_M3D + λ_J3D·L_J3D`` (``use_3d=False`` drops both 3D terms: the paper's
     DECA_NeuFace,2D). L_lmk2D is NeuFace's masked L1 in crop NDC; the 3D terms are mean squared distances in mm²
-    (posed FLAME mesh and 68 3D landmarks, :mod:`neuface.train.losses3d`). With the defaults a 1-px landmark error
+    (posed FLAME mesh and 68 3D landmarks, :mod:`neuface.train.losses3d`); ``identity_3d`` (:data:`IDENTITY_3D`)
+    says whether they also supervise β. With the defaults a 1-px landmark error
     in a 224 crop (≈ 0.009 NDC) weighs like a ~1 mm vertex error.
     """
 
@@ -37,6 +42,7 @@ class RegressorSettings:
     lambda_m3d: float = 0.01
     lambda_j3d: float = 0.01
     use_3d: bool = True
+    identity_3d: str = "label"  # IDENTITY_3D
     #: BatchNorm kept in eval mode (running statistics of the pre-trained encoder; affine weights still trained),
     #: as NeuFace fits the encoder: batches of a few correlated frames must not replace the statistics.
     freeze_batchnorm: bool = True
@@ -73,6 +79,8 @@ class RegressorSettings:
             value = float(getattr(self, name))
             if not value >= 0 or value == float("inf"):
                 problems.append(f"{name} must be a finite number >= 0, got {value}")
+        if self.identity_3d not in IDENTITY_3D:
+            problems.append(f"identity_3d must be one of {', '.join(IDENTITY_3D)}, got {self.identity_3d!r}")
         if self.lr is not None and not 0 < float(self.lr) < float("inf"):
             problems.append(f"lr must be > 0, got {self.lr}")
         if problems:
