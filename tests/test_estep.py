@@ -90,3 +90,30 @@ def test_reused_targets_skip_the_separate_pass_and_end_like_the_separate_schedul
     start = (lmk_error(res, long_synth), jitter(res, long_synth))  # both schedules converge far below it
     assert max(results["reuse"][1], results["separate"][1]) < 0.6 * start[0], (results, start)
     assert max(results["reuse"][2], results["separate"][2]) < 0.4 * start[1], (results, start)
+
+
+@pytest.mark.parametrize("identity_grad", [False, True])
+def test_multiview_term_moves_beta_only_with_view_identity_grad(kit, synth, pretrained, identity_grad):
+    """The multi-view term alone (λ2d = λtemp = 0): with ``view_identity_grad`` off (default) its gradient on the
+    tied β is exactly 0 while expression and pose still get one; on (the official code, ``neuface_paper``) β gets
+    one too."""
+    from neuface.encoders.base import EncoderOutput
+    from neuface.fitting.forward import encode_images
+
+    seq = load_sequence(synth.crops, synth.landmarks)
+    assert seq.n_views == 2
+    settings = resolve_annotator("neuface", {"lambda_2d": 0.0, "lambda_temp": 0.0, "lambda_beta": 0.0,
+                                             "lambda_shape": 0.0, "view_identity_grad": identity_grad})
+    assert resolve_annotator("neuface_paper", {}).view_identity_grad
+    enc = copy.deepcopy(pretrained).eval()
+    want = e_step(enc, kit["layer"], seq, settings, CPU, enc.input_size)
+    e = 2
+    with torch.no_grad():
+        raw = encode_images(enc, seq.images[:e].flatten(0, 1), enc.input_size, CPU, False, False)
+    out = EncoderOutput(**{k: v.detach().clone().requires_grad_(True) for k, v in vars(raw).items()})
+    noisy = want.mv + 1e-3 * torch.randn(want.mv.shape, generator=torch.Generator().manual_seed(0))
+    total, parts = nf.loss_from_output(out, kit["layer"], seq, 0, e, settings, CPU, nf.Targets(mv=noisy))
+    assert float(parts["multiview"]) > 0 and float(parts["l2d"]) > 0  # l2d computed, weighted 0
+    g_shape, g_exp, g_jaw = torch.autograd.grad(total, [out.shape, out.expression, out.jaw_pose])
+    assert g_exp.abs().max() > 0 and g_jaw.abs().max() > 0
+    assert (g_shape.abs().max() > 0) == identity_grad

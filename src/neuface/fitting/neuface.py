@@ -126,7 +126,8 @@ def loss_from_output(out: EncoderOutput, flame: FlameLayer, seq: SequenceBatch, 
         else:
             temporal = L.temporal_loss(q, targets.q[s:e].to(device, q.dtype))
     if use_v:
-        canon, _ = canonical_and_confidence(ev, out.global_pose, flame.faces, need_confidence=False)
+        ev_view = ev if settings.view_identity_grad else flame_eval(flame, out, shape=beta.detach())
+        canon, _ = canonical_and_confidence(ev_view, out.global_pose, flame.faces, need_confidence=False)
         canon = canon.reshape(e - s, n_v, -1, 3)
         multiview = L.multiview_loss_naive(canon) if settings.loss_mode == "naive" else \
             L.multiview_loss(canon, targets.mv[s:e].to(device, canon.dtype))
