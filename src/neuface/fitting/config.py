@@ -52,11 +52,11 @@ class AnnotatorSettings:
     the batch (the official code), ``free`` gives every image its own β; ``lambda_shape`` pulls each image's β
     to the sequence's mean β of the E-step (one identity across windows). Multi-view confidence:
     ``view_confidence`` ``binary`` (visible 0/1) or ``softmax`` (softmax over views of cos / ``view_temperature``,
-    zero where not visible, as the official code). ``view_identity_grad``: whether the multi-view term back-
-    propagates into β. Off by default: β is already one identity for all views of a batch, and its target is
-    rebuilt every pass from the current β, so the term's gradient on β has no anchor and moved the identity of
-    seven-view benchmark fits far from the truth (docs/fitting.md); on (the official code's behaviour) in the
-    ``neuface_paper`` preset.
+    zero where not visible, as the official code). ``view_identity_grad``: whether NeuFace's multi-view term
+    back-propagates into β (the flamefit baseline's term is not affected). Off by default: β is already one
+    identity for all views of a batch, and its target is rebuilt every pass from the current β, so the term's
+    gradient on β has no anchor and moved the identity of seven-view benchmark fits far from the truth
+    (docs/fitting.md); on (the official code's behaviour) in the ``neuface_paper`` preset.
 
     FLAME fitting (Eq. 5): ``flamefit_steps = (stage1, stage2)`` full-sequence Adam steps at ``flamefit_lr``;
     stage 1 optimizes global rotation + camera, stage 2 β, ψ, jaw and global rotation (camera fixed);
