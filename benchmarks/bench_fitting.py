@@ -53,9 +53,7 @@ def measure(encoder, flame: FlameLayer, n_frames: int, n_views: int, repeats: in
     encoder.eval()
     freeze_batchnorm(encoder, freeze_affine=True)
     opt = torch.optim.Adam(optimisable_parameters(encoder), lr=settings.lr)
-    t0 = time.perf_counter()
     targets = e_step(encoder, flame, seq, settings, dev, encoder.input_size)
-    e_time = time.perf_counter() - t0
 
     def step() -> None:
         opt.zero_grad(set_to_none=True)
@@ -70,7 +68,9 @@ def measure(encoder, flame: FlameLayer, n_frames: int, n_views: int, repeats: in
         t0 = time.perf_counter()
         step()
         best = min(best, time.perf_counter() - t0)
-    return {"step_s": best, "flops": float(counter.get_total_flops()), "estep_s": e_time}
+    t0 = time.perf_counter()  # the E-step timed warm, like the steps (the first call above pays the warm-up)
+    e_step(encoder, flame, seq, settings, dev, encoder.input_size)
+    return {"step_s": best, "flops": float(counter.get_total_flops()), "estep_s": time.perf_counter() - t0}
 
 
 def run(quick: bool = False) -> list[dict]:
