@@ -13,8 +13,9 @@ E-step: the default runs a separate no-grad E-step pass before every pass; the s
 (reuse pays one separate pass per fit; reference = one separate pass, timed alone), wall time per sequence and
 NME (reference = the default, separate).
 
-What a quarter of the official budget buys: the official schedule cut to 25 passes (NME and wall time against
-the full 100), the point the issue's "≤ 0.25× the official wall time at equal NME" has to beat.
+What a quarter of the official budget buys (the issue's goal is "≤ 0.25× the official wall time at equal NME"):
+the official schedule cut to 25 passes, and the default capped at the passes that fit in a quarter of the
+official wall time (at its measured cost per pass); NME and wall time of both against the full official run.
 """
 
 from __future__ import annotations
@@ -84,6 +85,10 @@ def run(quick: bool = False) -> list[dict]:
                 log.info("%s %s: %d steps, %.1f s, NME %.3f %%", name, label, *res[label])
             (s_d, t_d, n_d), (s_o, t_o, n_o), (_, t_r, n_r) = res["default"], res["official"], res["reuse"]
             _, t_q, n_q = res["quarter"]
+            # ours within a quarter of the official wall time: the passes that fit in it at the measured pass cost
+            cap = max(1, int(0.25 * t_o / (t_d / max(1, passes["default"]))))
+            _, t_c, lmk_c, _ = _fit(encoder, flame, seq, {**default, "n_passes": cap})
+            n_c = nme(torch.as_tensor(lmk_c), gt)
             t_e = _e_step_seconds(encoder, flame, seq)
             what = f"{name} {n_frames} frames"
             rows += [
@@ -97,6 +102,10 @@ def run(quick: bool = False) -> list[dict]:
                  "value": n_q, "unit": "% bbox", "reference": n_o, "ratio": n_q / n_o},
                 {"name": f"wall time of the official schedule cut to 1/4 of its passes, {what} (ref: full official)",
                  "value": t_q, "unit": "s", "reference": t_o, "ratio": t_q / t_o},
+                {"name": f"neuface NME capped at {cap} passes (1/4 of the official time), {what} (ref: full official)",
+                 "value": n_c, "unit": "% bbox", "reference": n_o, "ratio": n_c / n_o},
+                {"name": f"neuface wall time capped at {cap} passes, {what} (ref: full official)",
+                 "value": t_c, "unit": "s", "reference": t_o, "ratio": t_c / t_o},
                 {"name": f"E-step cost per pass, e_step reuse, {what} (ref: a separate pass every pass)",
                  "value": t_e / max(1, passes["reuse"]), "unit": "s/pass", "reference": t_e,
                  "ratio": 1.0 / max(1, passes["reuse"])},
