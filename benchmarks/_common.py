@@ -3,20 +3,26 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import torch
+
+
+def best_of(fn: Callable[[], object], repeats: int) -> float:
+    """Best wall time in seconds of ``repeats`` calls of ``fn`` (warm it up before: the first call is timed too)."""
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return best
 
 
 def matmul_gflops(n: int = 2048, repeats: int = 5) -> float:
     """Best-of fp32 ``n×n @ n×n`` rate in GFLOP/s (2 n³ FLOPs per product): the machine's reference rate."""
     a, b = torch.randn(n, n), torch.randn(n, n)
     a @ b
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        a @ b
-        best = min(best, time.perf_counter() - t0)
-    return 2 * n ** 3 / best / 1e9
+    return 2 * n ** 3 / best_of(lambda: a @ b, repeats) / 1e9
 
 
 def kit_flame_and_shipped_encoder(quick: bool):

@@ -16,7 +16,7 @@ import time
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from benchmarks._common import matmul_gflops
+from benchmarks._common import best_of, matmul_gflops
 from neuface.encoders.base import freeze_batchnorm
 from neuface.fitting.config import resolve_annotator
 from neuface.fitting.data import SequenceBatch
@@ -63,11 +63,7 @@ def measure(encoder, flame: FlameLayer, n_frames: int, n_views: int, repeats: in
 
     with FlopCounterMode(display=False) as counter:
         step()
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        step()
-        best = min(best, time.perf_counter() - t0)
+    best = best_of(step, repeats)
     t0 = time.perf_counter()  # the E-step timed warm, like the steps (the first call above pays the warm-up)
     e_step(encoder, flame, seq, settings, dev, encoder.input_size)
     return {"step_s": best, "flops": float(counter.get_total_flops()), "estep_s": time.perf_counter() - t0}

@@ -19,10 +19,10 @@ from __future__ import annotations
 
 import copy
 import logging
-import time
 
 import torch
 
+from benchmarks._common import best_of
 from benchmarks.bench_fitting import _flame, measure, random_sequence
 from benchmarks.official_step import official_step
 from neuface.encoders.base import freeze_batchnorm
@@ -44,12 +44,7 @@ def official_seconds(encoder, flame, n_frames: int, n_views: int, repeats: int, 
         official_step(encoder, flame, images, lmk, n_views, opt, encoder.input_size, gen, anomaly=anomaly)
 
     step()
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        step()
-        best = min(best, time.perf_counter() - t0)
-    return best
+    return best_of(step, repeats)
 
 
 def _cases(quick: bool) -> list[tuple[str, object, int, int, int]]:
