@@ -157,22 +157,25 @@ def _fit_params(arr: np.ndarray, width: int, name: str) -> np.ndarray:
     return arr[..., :width]
 
 
-def _error_parts(flame_layer, shape: torch.Tensor, expression: torch.Tensor, pose: torch.Tensor,
+def _error_parts(flame_layer, frame_shape: torch.Tensor, expression: torch.Tensor, pose: torch.Tensor,
                  gt_shape: torch.Tensor, gt_neutral: torch.Tensor, gt_verts: torch.Tensor,
                  into: dict[str, list[torch.Tensor]]) -> None:
     """Append the identity and expression parts of the aligned MPVE of one chunk of (nc · V) samples.
 
     Args:
-        shape / expression / pose: (nc·V, ...) fitted parameters, frame-major.
+        frame_shape: (nc, n_shape) fitted β per frame (every view of a frame has it: its neutral mesh is built
+            once per frame).  expression / pose: (nc·V, ...) fitted parameters, frame-major.
         gt_shape: (n_shape,) true β.  gt_neutral: (1, 1, N, 3) its neutral mesh.
         gt_verts: (nc, 1, N, 3) float64 true canonical vertices.
         into: ``mpve_identity`` / ``mpve_expression`` lists receiving (nc, V) tensors (mm).
     """
     nc = gt_verts.shape[0]
-    neutral = flame_layer(shape=shape).vertices.reshape(nc, -1, *gt_verts.shape[2:])
-    into["mpve_identity"].append(mpve_aligned_per_sample(neutral, gt_neutral).cpu())
-    on_true = flame_layer(shape=gt_shape.expand(shape.shape[0], -1), expression=expression, pose=pose).vertices
-    into["mpve_expression"].append(mpve_aligned_per_sample(on_true.reshape_as(neutral), gt_verts).cpu())
+    n_v = expression.shape[0] // nc
+    neutral = flame_layer(shape=frame_shape).vertices[:, None]  # (nc, 1, N, 3)
+    into["mpve_identity"].append(mpve_aligned_per_sample(neutral, gt_neutral).expand(nc, n_v).cpu())
+    on_true = flame_layer(shape=gt_shape.expand(expression.shape[0], -1), expression=expression, pose=pose).vertices
+    into["mpve_expression"].append(mpve_aligned_per_sample(on_true.reshape(nc, n_v, *on_true.shape[1:]),
+                                                           gt_verts).cpu())
 
 
 def sequence_metrics(fit_path: str | os.PathLike, flame_layer, gt_path: str | os.PathLike | None = None,
@@ -286,7 +289,8 @@ def sequence_metrics(fit_path: str | os.PathLike, flame_layer, gt_path: str | os
                 mpve_al_frames.append(mpve_aligned_per_sample(canon, g_verts).cpu())  # (nc, V)
                 mpve_al_sum += mpve_al_frames[-1].sum(dim=0)
                 if per_sample is not None:
-                    _error_parts(flame_layer, shape_c, exp_c, pose_c, gt_shape, gt_neutral, g_verts, parts)
+                    _error_parts(flame_layer, shapes[start:stop], exp_c, pose_c, gt_shape, gt_neutral, g_verts,
+                                 parts)
 
     metrics: dict[str, float | None] = {k: None for k in UNITS}
     per_view: dict[str, dict[str, float]] = {}
