@@ -56,6 +56,16 @@ def _trained_on(lineage: Any) -> str:
     return ", ".join(parts) or "?"
 
 
+def _supervision(lineage: Any) -> str:
+    """The Table 5 "Supervision" cell of a fine-tuned encoder's lineage ("–" for the original encoder)."""
+    if lineage is None:
+        return "–"
+    settings = lineage.get("settings") or {}
+    if settings.get("use_3d") is False:
+        return "2D"
+    return "2D + 3D w/o identity" if settings.get("identity_3d") == "predicted" else "2D + 3D"
+
+
 def _sequence_means(data: dict[str, Any]) -> dict[str, tuple[float, int]]:
     """sequence → (mean aligned MPVE, number of (frame, view) samples) of the GT sequences evaluated ok."""
     out = {}
@@ -107,13 +117,9 @@ def regressor_rows(paths: Sequence[str | os.PathLike]) -> pd.DataFrame:
         summary = data.get("summary") or {}
         mpve = summary.get("mpve_aligned_mm") or {}
         lineage = (data.get("encoder") or {}).get("lineage")
-        settings = (lineage or {}).get("settings") or {}
-        supervision = "–" if lineage is None else ("2D" if settings.get("use_3d") is False else
-                                                   "2D + 3D w/o identity" if settings.get("identity_3d") == "predicted"
-                                                   else "2D + 3D")
         no_gt = {s["sequence"]: _num(s.get("nme")) for s in data.get("sequences") or [] if not s.get("has_gt")}
         rows.append({
-            "encoder": str(data.get("label")), "trained_on": _trained_on(lineage), "supervision": supervision,
+            "encoder": str(data.get("label")), "trained_on": _trained_on(lineage), "supervision": _supervision(lineage),
             "mpve_median": _num(mpve.get("median")), "mpve_mean": _num(mpve.get("mean")),
             "mpve_std": _num(mpve.get("std")),
             "identity_mean": _num((summary.get("mpve_identity_mm") or {}).get("mean")),
