@@ -113,7 +113,8 @@ rule train_motion_prior:
         options=cli_options_of(
             TRAIN["motion_prior"],
             {"steps": "--steps", "batch_size": "--batch-size", "lr": "--lr", "seed": "--seed",
-             "checkpoint_every": "--checkpoint-every"},
+             "checkpoint_every": "--checkpoint-every", "val_fraction": "--val-fraction",
+             "val_every": "--val-every"},
         ),
     resources:
         gpu=gpu_if(TRAIN_DEVICE),
@@ -133,6 +134,8 @@ rule eval_motion_prior:
     input:
         prior=f"{RESULTS}/train/motion_prior/{{prior}}.pt",
         test=f"{RESULTS}/dataset/{TRAIN['motion_prior']['test_annotator']}/{EVAL_SPLIT}.h5",
+        # held-out motion of the prior's own kind: a one-step NLL where train and test motion are alike
+        own_test=lambda wildcards: f"{RESULTS}/dataset/{prior_annotator(wildcards.prior)}/{EVAL_SPLIT}.h5",
         model=ASSETS["flame_model"],
         embedding=ASSETS["landmark_embedding"],
     output:
@@ -150,7 +153,8 @@ rule eval_motion_prior:
     benchmark:
         f"{BENCH}/train/eval_motion_prior/{{prior}}.tsv"
     shell:
-        "neuface --log-file {log} prior eval --prior {input.prior} --test {input.test} --flame {input.model}"
+        "neuface --log-file {log} prior eval --prior {input.prior} --test {input.test} --own-test {input.own_test}"
+        " --flame {input.model}"
         " --embedding {input.embedding} --label {wildcards.prior} {params.options} --device {params.device}"
         " --out {output}"
 

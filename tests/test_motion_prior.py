@@ -37,7 +37,7 @@ from neuface.train.motion_state import (
     state_rotations,
     transition_pairs,
 )
-from neuface.train.motion_train import PriorSettings, PriorTrainer, train_motion_prior
+from neuface.train.motion_train import PriorSettings, PriorTrainer, split_validation, train_motion_prior
 
 FPS = 25.0
 
@@ -168,21 +168,56 @@ def test_rollout_ten_seconds_finite_bounded_and_diverse(kit, tmp_path):
 
 
 def test_decoder_dynamics_stay_bounded_whatever_the_network_says():
-    """An adversarial decoder (huge weights, always pushing one way) cannot make the mean diverge: positions follow
-    p' = ρ p + κ (p − p_prev) + Δ with ρ, κ in (0, 1) and |Δ| <= MAX_INNOVATION σ_d."""
-    from neuface.train.motion_prior import MAX_INNOVATION, MotionCVAE
+    """An adversarial decoder (huge weights, always pushing one way) cannot make the mean diverge: outside the
+    support box a position follows the damped spring p' = p + κ(1−r)(p − p_prev) − r·e + Δ with |Δ| <=
+    MAX_INNOVATION σ_d, so it settles at a bounded distance from the box; inside the box the box changes nothing."""
+    from neuface.train.motion_prior import MAX_INNOVATION, RESTORE, MotionCVAE
 
     torch.manual_seed(0)
     model = MotionCVAE(state_dim=4, latent_dim=2, hidden=8)
+    x_in, base_in = torch.rand(3, 4) - 0.5, torch.rand(3, 4) - 0.5
+    free = model.decode(torch.zeros(3, 2), x_in, base_in)
+    model.set_box({"min": -torch.ones(4), "max": torch.ones(4), "mean": torch.zeros(4), "std": torch.ones(4)},
+                  margin=0.0)
+    torch.testing.assert_close(model.decode(torch.zeros(3, 2), x_in, base_in, support=True), free, rtol=0, atol=0)
     with torch.no_grad():
         model.decoder_net[-1].bias.fill_(1e6)
-    rho, kappa = torch.sigmoid(model.reversion_logit), torch.sigmoid(model.carry_logit)
-    bound = MAX_INNOVATION / ((1 - rho) * (1 - kappa)) * 1.01  # steady state of a constant maximal push
+    bound = 1.0 + 2.0 * MAX_INNOVATION / RESTORE  # σ_d = 1 here
     prev = x = torch.zeros(1, 4)
+    worst = 0.0
     for _ in range(20000):
         base = x + (x - prev)  # the constant-velocity step in normalised units
-        prev, x = x, model.decode(torch.zeros(1, 2), x, base)
-        assert torch.isfinite(x).all() and (x.abs() <= bound).all()
+        prev, x = x, model.decode(torch.zeros(1, 2), x, base, support=True)
+        worst = max(worst, float(x.abs().max()))
+        assert torch.isfinite(x).all() and worst <= bound, worst
+    assert worst > 1.0  # it did push past the box: the bound is what held it
+    prev = x = torch.zeros(1, 4)
+    for _ in range(200):  # without the support step (the likelihood's mean) the same push runs away
+        prev, x = x, model.decode(torch.zeros(1, 2), x, x + (x - prev))
+    assert float(x.abs().max()) > 10 * bound
+
+
+def test_untrained_model_is_the_constant_velocity_baseline(kit):
+    """ρ and κ start within 1e-5 of 1 and the decoder σ at the baseline's residual scale, so an untrained CVAE
+    scores held-out motion like the constant-velocity baseline (the difference is the small initial KL)."""
+    from neuface.train.motion_prior import constant_velocity_base
+
+    segs = synthetic_segments(kit["layer"], range(6), 40)
+    train, held = segs[:4], segs[4:]
+    pairs, vp = transition_pairs(train), transition_pairs(held)
+    norm = normalisation_stats([s.states for s in train])
+    lay = StateLayout(50)
+    trainer = PriorTrainer(pairs["states"], pairs["src"], pairs["dst"], pairs["fps"], norm, lay,
+                           PriorSettings(hidden=16, latent_dim=4), validation=vp)
+    rho, kappa = trainer.model.dynamics()
+    assert float((1 - rho).max()) < 2e-5 and float((1 - kappa).max()) < 2e-5 and float(rho.max()) < 1.0
+    sigma = fit_constant_velocity(pairs["states"][pairs["src"]], pairs["states"][pairs["dst"]], pairs["fps"], norm,
+                                  lay)
+    x = vp["states"]
+    cv = float(constant_velocity_nll(x[vp["src"]], x[vp["dst"]], vp["fps"], norm, lay, sigma).mean())
+    assert abs(trainer.validation_nll() - cv) < 0.05, (trainer.validation_nll(), cv)
+    xn = (x - norm["mean"]) / norm["std"]
+    assert constant_velocity_base(xn[vp["src"]], vp["fps"], norm, lay).shape == xn[vp["src"]].shape
 
 
 def test_prior_file_strict_round_trip_and_errors(kit, tmp_path):
@@ -191,7 +226,7 @@ def test_prior_file_strict_round_trip_and_errors(kit, tmp_path):
     train_motion_prior([data], kit["flame"], kit["embedding"], out,
                        PriorSettings(steps=5, batch_size=8, hidden=16, latent_dim=4, max_sequences=2, subset_seed=1))
     raw = torch.load(out, weights_only=True)
-    assert raw["format"] == "neuface.motion_prior" and raw["format_version"] == 1
+    assert raw["format"] == "neuface.motion_prior" and raw["format_version"] == 2
     prior = load_motion_prior(out)
     for k, v in raw["state_dict"].items():
         torch.testing.assert_close(prior.model.state_dict()[k], v)
@@ -199,12 +234,15 @@ def test_prior_file_strict_round_trip_and_errors(kit, tmp_path):
     assert lin["steps"] == 5 and lin["datasets"][0]["n_sequences"] == 2 and len(lin["datasets"][0]["sequences"]) == 2
     assert lin["datasets"][0]["annotator"] == "neuface" and len(lin["datasets"][0]["sha256"]) == 64
     assert lin["fps"] == [FPS] and lin["settings"]["max_sequences"] == 2 and lin["neuface_version"]
+    # one of the two sequences held out for model selection, validated at the last step
+    assert lin["validation"]["n_segments"] == 1 and lin["n_segments"] == 1 and lin["validation"]["selected_step"] == 5
+    assert lin["validation"]["sequences"][0].split(":")[1] in lin["datasets"][0]["sequences"]
     assert prior.config["state_dim"] == prior.layout.dim == 470
     bad = tmp_path / "bad.pt"
     torch.save({**raw, "format": "something.else"}, bad)
     with pytest.raises(ModelFormatError, match="not a neuface.motion_prior"):
         load_motion_prior(bad)
-    torch.save({**raw, "format_version": 2}, bad)
+    torch.save({**raw, "format_version": 1}, bad)
     with pytest.raises(ModelFormatError, match="format_version"):
         load_motion_prior(bad)
     torch.save({k: v for k, v in raw.items() if k != "normalisation"}, bad)
@@ -222,8 +260,9 @@ def test_prior_file_strict_round_trip_and_errors(kit, tmp_path):
 
 def test_training_killed_and_resumed_equals_uninterrupted(kit, tmp_path, caplog):
     data = pack_motion_dataset(tmp_path, kit["flame"], range(4), n_frames=20)
+    # 4 sequences: 1 held out, validated every 3 steps, so the best model so far is in the checkpoints too
     settings = PriorSettings(steps=12, batch_size=16, hidden=16, latent_dim=4, checkpoint_every=5, curve_every=1,
-                             rollout_steps=2)
+                             rollout_steps=2, val_every=3)
 
     def run(out, ckpt=None, stop=None, s=settings):
         return train_motion_prior([data], kit["flame"], kit["embedding"], out, s, checkpoint=ckpt,
@@ -242,6 +281,9 @@ def test_training_killed_and_resumed_equals_uninterrupted(kit, tmp_path, caplog)
         torch.testing.assert_close(b["state_dict"][key], value, rtol=0, atol=0)
     assert (tmp_path / "ref.csv").read_text() == (tmp_path / "out.csv").read_text()
     assert len((tmp_path / "ref.csv").read_text().splitlines()) == 13
+    val = a["lineage"]["validation"]
+    assert val["n_segments"] == 1 and val["selected_step"] in (3, 6, 9, 12)
+    assert b["lineage"]["validation"] == val
     # a checkpoint written with other settings is discarded with a warning
     with pytest.raises(Preempted):
         run(tmp_path / "x.pt", ckpt, StopAfter(2))
@@ -272,7 +314,8 @@ def test_cli_train_sample_eval_and_h5_tools(kit, tmp_path, cli):
                "--batch-size", 16, "--hidden", 32, "--latent-dim", 4, "--seed", 1, "--curve", curve,
                "--curve-every", 5, "--checkpoint", tmp_path / "ck.pt", "--checkpoint-every", 7) == 0
     assert load_motion_prior(prior).lineage["settings"]["seed"] == 1
-    assert curve.read_text().splitlines()[0] == "step,loss,nll_per_dim,kl,consistency"
+    assert curve.read_text().splitlines()[0] == "step,loss,nll_per_dim,kl,consistency,val_nll"
+    assert curve.read_text().splitlines()[-1].split(",")[-1] != ""  # validated at the last step
     assert not (tmp_path / "ck.pt").exists()
     samples = tmp_path / "samples.h5"
     assert cli("prior", "sample", "--prior", prior, "--start", test, "--sequence", "m101", "--frame", 3, *flame,
@@ -291,9 +334,19 @@ def test_cli_train_sample_eval_and_h5_tools(kit, tmp_path, cli):
                "--frames", "0,50", *flame) == 0
     assert len(list((tmp_path / "obj").glob("*.obj"))) == 2
     out = tmp_path / "eval.json"
+    # the prior's own kind of held-out motion: fitted-like motion (parameter noise) next to the clean --test motion
+    own = pack_motion_dataset(tmp_path / "own", kit["flame"], range(200, 202), split="test", n_frames=30,
+                              param_noise=0.01)
+    empty = pack_motion_dataset(tmp_path / "empty", kit["flame"], range(1), split="test", n_frames=10)
+    with h5py.File(empty, "a") as f:
+        for name in list(f["sequences"]):
+            del f["sequences"][name]
+        f.attrs["n_sequences"] = 0
     assert cli("prior", "eval", "--prior", prior, "--test", test, *flame, "--label", "tiny", "--out", out,
-               "--seconds", 2, "--n-samples", 3, "--n-starts", 2, "--seed", 0, "--clamp") == 0
+               "--seconds", 2, "--n-samples", 3, "--n-starts", 2, "--seed", 0, "--clamp", "--own-test", own) == 0
     res = json.loads(out.read_text())
+    assert res["own_test"]["n_test_pairs"] == 2 * 29 and res["own_test"]["paths"] == [str(own)]
+    assert isinstance(res["own_test"]["one_step_nll"], float) and res["own_test"]["one_step_nll"] != res["one_step_nll"]
     assert res["format"] == "neuface.eval.motion_prior" and res["format_version"] == 1 and res["label"] == "tiny"
     for key in ("fd", "apd_cm", "one_step_nll", "const_velocity_nll", "max_landmark_dev_m", "fps"):
         assert isinstance(res[key], float), key
@@ -301,6 +354,68 @@ def test_cli_train_sample_eval_and_h5_tools(kit, tmp_path, cli):
     assert res["n_test_pairs"] == 3 * 59 and res["test"][0]["n_sequences"] == 3 and res["seconds"] == 2.0
     assert isinstance(res["stable"], bool) and res["prior"]["lineage"]["steps"] == 20
     assert cli("prior", "eval", "--prior", test, "--test", test, *flame, "--label", "x", "--out", out) == 2
+    # held-out data of its own kind with no motion (every sequence rejected): own_test null, not a failed eval
+    assert cli("prior", "eval", "--prior", prior, "--test", test, *flame, "--label", "tiny", "--out", out,
+               "--seconds", 1, "--n-samples", 2, "--n-starts", 1, "--own-test", empty) == 0
+    assert json.loads(out.read_text())["own_test"] is None
+
+
+def test_validation_split_holds_out_whole_sequences(kit, caplog):
+    segs = synthetic_segments(kit["layer"], range(10), 6)
+    # a second segment (another view / shot) of every sequence: they must stay on the same side
+    segs += [Segment(s.states, s.path, s.sequence, "left", 0, s.fps, s.shape) for s in segs]
+    train, held = split_validation(segs, 0.2, seed=3)
+    held_ids, train_ids = {s.sequence for s in held}, {s.sequence for s in train}
+    assert len(held_ids) == 2 and len(held) == 4 and not held_ids & train_ids and len(train_ids) == 8
+    assert split_validation(segs, 0.2, seed=3)[1] == held  # seeded
+    assert split_validation(segs, 0.0, seed=3) == (segs, [])
+    assert len({s.sequence for s in split_validation(segs, 0.01, seed=0)[1]}) == 1  # at least one held out
+    two = segs[:2]
+    assert len(split_validation(two, 0.9, seed=0)[0]) == 1  # at least one left to train on
+    with caplog.at_level(logging.WARNING):
+        assert split_validation(segs[:1], 0.5, seed=0) == (segs[:1], [])
+    assert "validation off" in caplog.text
+    with pytest.raises(NeufaceError, match="val_fraction"):
+        PriorSettings(val_fraction=1.0).validate()
+
+
+def test_model_selection_keeps_the_best_held_out_step(kit, monkeypatch):
+    """The model of the step with the lowest held-out NLL is the one kept, not the last one; the held-out NLL is
+    the CVAE's negative ELBO on the held-out pairs with draws that do not change between evaluations."""
+    from neuface.train.motion_prior import constant_velocity_base
+
+    segs = synthetic_segments(kit["layer"], range(5), 12)
+    train, held = split_validation(segs, 0.4, seed=0)
+    pairs, vp = transition_pairs(train), transition_pairs(held)
+    norm = normalisation_stats([s.states for s in train])
+    lay = StateLayout(50)
+    settings = PriorSettings(steps=6, batch_size=8, hidden=16, latent_dim=4, lr=1e-2, val_every=1, curve_every=1)
+    trainer = PriorTrainer(pairs["states"], pairs["src"], pairs["dst"], pairs["fps"], norm, lay, settings,
+                           validation=vp)
+    value = trainer.validation_nll()
+    assert value == trainer.validation_nll()  # same draws every time
+    x = (vp["states"] - norm["mean"]) / norm["std"]
+    base = constant_velocity_base(x[vp["src"]], vp["fps"], norm, lay)
+    ref = cvae_one_step_nll(trainer.model.eval(), x[vp["src"]], x[vp["dst"]], base, n_draws=2,
+                            generator=torch.Generator().manual_seed(settings.seed + 7919)).mean()
+    assert value == pytest.approx(float(ref), rel=1e-6)
+    # scripted validation values: the minimum is at step 3
+    script, snapshots = iter([5.0, 4.0, 1.0, 3.0, float("nan"), 2.0]), {}
+    monkeypatch.setattr(trainer, "validation_nll", lambda: next(script))
+    real_step = trainer.step
+
+    def step():
+        parts = real_step()
+        snapshots[trainer.step_count] = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+        return parts
+
+    monkeypatch.setattr(trainer, "step", step)
+    history = trainer.run()
+    assert [r["val_nll"] for r in history][:4] == [5.0, 4.0, 1.0, 3.0]
+    assert trainer.best["step"] == 3 and trainer.best["val_nll"] == 1.0
+    for key, v in trainer.model.state_dict().items():
+        torch.testing.assert_close(v, snapshots[3][key], rtol=0, atol=0)
+    assert any((snapshots[6][k] != snapshots[3][k]).any() for k in snapshots[3])  # the last step's model differs
 
 
 def test_training_on_an_empty_split_is_a_clear_error(kit, tmp_path):

@@ -31,14 +31,14 @@ def _regressor_eval(path, label, mean, lineage=None, real_nme=None):
     return path
 
 
-def _prior_eval(path, label, fd, apd, annotator):
+def _prior_eval(path, label, fd, apd, annotator, own=None):
     data = {"format": "neuface.eval.motion_prior", "format_version": 1, "label": label,
             "prior": {"path": "p.pt", "sha256": "0" * 64,
                       "lineage": {"datasets": [{"path": "d.h5", "annotator": annotator, "split": "train",
                                                 "n_sequences_used": 5}]}},
             "fd": fd, "fd_train_vs_test": 0.5, "apd_cm": apd, "seconds": 10, "n_samples": 50, "fps": 25,
             "stable": True, "max_landmark_dev_m": 0.01, "one_step_nll": -3.0, "const_velocity_nll": -1.0,
-            "n_test_pairs": 100}
+            "n_test_pairs": 100, "own_test": own}
     path.write_text(json.dumps(data))
     return path
 
@@ -111,15 +111,19 @@ def test_table5_has_the_error_parts_and_a_paired_interval(tmp_path):
 
 
 def test_table4_best_fd_lowest_apd_highest(tmp_path):
-    files = [_prior_eval(tmp_path / "a.json", "neuface", 1.0, 0.5, "neuface"),
+    own = {"paths": ["t.h5"], "one_step_nll": -2.5, "const_velocity_nll": -0.75, "n_test_pairs": 10}
+    files = [_prior_eval(tmp_path / "a.json", "neuface", 1.0, 0.5, "neuface", own),
              _prior_eval(tmp_path / "b.json", "regress", 3.0, 0.9, "regress")]
     df = prior_rows(files)
+    assert df["own_nll"].iloc[0] == -2.5 and df["own_const_velocity_nll"].iloc[0] == -0.75
+    assert np.isnan(df["own_nll"].iloc[1])  # an evaluation without --own-test
     assert df["fd"].tolist() == [1.0, 3.0] and df["trained_on"].tolist() == ["neuface train (5 seq.)",
                                                                              "regress train (5 seq.)"]
     assert main(["train-report", "--prior-evals", *map(str, files), "--out", str(tmp_path / "r")]) == 0
     md = (tmp_path / "r/table4.md").read_text()
     assert "**1.000**" in md and "**0.900**" in md and "3.000" in md
     assert md.count("| yes |") == 2  # stable
+    assert "1-step NLL, own kind" in md and "-2.500" in md and "-0.750" in md
 
 
 def test_wrong_format_is_a_clear_error(tmp_path):

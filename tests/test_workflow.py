@@ -310,7 +310,8 @@ def _config(override, tmp_path, carphone_path, shard_size=0, **train):
 
 
 def test_training_targets_plan_models_evaluations_and_tables(override, tmp_path, carphone_path):
-    config = _config(override, tmp_path, carphone_path, regressor={"variants": ["2d", "3d", "3dexpr"]})
+    config = _config(override, tmp_path, carphone_path, regressor={"variants": ["2d", "3d", "3dexpr"]},
+                     motion_prior={"subset": 2, "val_fraction": 0.2})
     proc = snakemake("-n", "-p", "train_regressor", "motion_prior", "--cores", "1", "--configfile", str(config))
     jobs = _job_counts(proc.stdout)
     assert jobs["finetune_regressor"] == 3  # neuface 2d, 3d, 3dexpr
@@ -319,6 +320,9 @@ def test_training_targets_plan_models_evaluations_and_tables(override, tmp_path,
     assert jobs["train_report_regressor"] == jobs["train_report_prior"] == 1
     assert "--no-3d" in proc.stdout and "--max-sequences 2" in proc.stdout
     assert proc.stdout.count("--identity-3d predicted") == 1  # 3dexpr only
+    assert proc.stdout.count("--val-fraction 0.2") == 3 and "--val-every" not in proc.stdout  # null: CLI default
+    # each prior's held-out likelihood on its own annotator's eval split, FD against test_annotator's
+    assert proc.stdout.count("--own-test") == 3 and "/dataset/regress/test.h5" in proc.stdout
     # `rule all` stays as it was unless train.in_all
     assert "finetune_regressor" not in _job_counts(snakemake("-n", "--configfile", str(config)).stdout)
 

@@ -48,6 +48,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     e = actions.add_parser("eval", help="FD / APD / stability / one-step NLL on held-out packed data")
     _common(e)
     e.add_argument("--test", action="append", required=True, help="held-out packed dataset (repeatable)")
+    e.add_argument("--own-test", action="append", default=[],
+                   help="held-out packed data of the kind the prior was trained on (e.g. its annotator's test split "
+                        "when --test is the true motion): an extra one-step NLL against constant velocity "
+                        "(repeatable)")
     e.add_argument("--label", required=True, help="name of this prior in the report")
     e.add_argument("--out", required=True, help="output JSON")
     e.add_argument("--n-samples", type=positive_int, default=50, help="samples per start state (default 50)")
@@ -102,7 +106,8 @@ def _eval(args: argparse.Namespace) -> int:
 
     result = evaluate_prior(args.prior, args.test, args.flame, args.embedding, args.label, seconds=args.seconds,
                             n_samples=args.n_samples, n_starts=args.n_starts, seed=args.seed,
-                            device=resolve_device_name(args.device), clamp=args.clamp, window_s=args.window_s)
+                            device=resolve_device_name(args.device), clamp=args.clamp, window_s=args.window_s,
+                            own_test_paths=args.own_test)
     with atomic_path(args.out, suffix=".json") as tmp:
         tmp.write_text(json.dumps(finite_or_null(result), indent=2, allow_nan=False) + "\n")
     log.info("%s: FD %s (train vs test %s), APD %s cm, stable %s, one-step NLL %.3f vs constant velocity %.3f",

@@ -6,7 +6,7 @@
         [--max-sequences N] [--subset-seed S] [--steps N] [--batch-size B] [--lr LR] [--latent-dim Z] \\
         [--hidden H] [--kl-weight X] [--seed S] [--device cpu|cuda|auto] [--amp] [--checkpoint CK.pt] \\
         [--checkpoint-every N] [--curve CURVE.csv] [--views front|all] [--layers L] [--consistency-weight W] \\
-        [--rollout-steps R] [--input-noise S] [--curve-every N]
+        [--rollout-steps R] [--input-noise S] [--curve-every N] [--val-fraction F] [--val-every N]
 
 SIGTERM writes the checkpoint (when ``--checkpoint`` is given) and exits 143; a rerun resumes.
 """
@@ -53,6 +53,12 @@ def add_train_parser(actions: argparse._SubParsersAction) -> None:
                         f"default {d.rollout_steps})")
     p.add_argument("--input-noise", type=float, default=d.input_noise,
                    help=f"std of Gaussian noise on the normalised input state (default {d.input_noise})")
+    p.add_argument("--val-fraction", type=float, default=d.val_fraction,
+                   help="fraction of the training sequences held out for model selection: the prior written is "
+                        "the model of the step with the lowest held-out one-step NLL (0: none, the last step's; "
+                        f"default {d.val_fraction})")
+    p.add_argument("--val-every", type=positive_int, default=d.val_every,
+                   help=f"steps between held-out NLL evaluations (default {d.val_every})")
     p.add_argument("--seed", type=non_negative_int, default=d.seed, help=f"random seed (default {d.seed})")
     p.add_argument("--device", default="cpu", help="cpu, cuda, or auto (cuda when visible; default cpu)")
     p.add_argument("--amp", action="store_true", help="bf16 autocast (CUDA only)")
@@ -76,7 +82,7 @@ def _train(args: argparse.Namespace) -> int:
         rollout_steps=args.rollout_steps, input_noise=args.input_noise,
         seed=args.seed, views=args.views, max_sequences=args.max_sequences, subset_seed=args.subset_seed,
         device=resolve_device_name(args.device), amp=args.amp, checkpoint_every=args.checkpoint_every,
-        curve_every=args.curve_every,
+        curve_every=args.curve_every, val_fraction=args.val_fraction, val_every=args.val_every,
     )
     with StopSignal() as stop:
         try:

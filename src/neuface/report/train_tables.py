@@ -154,6 +154,8 @@ def prior_rows(paths: Sequence[str | os.PathLike]) -> pd.DataFrame:
             "fd_train_vs_test": _num(data.get("fd_train_vs_test")), "apd_cm": _num(data.get("apd_cm")),
             "stable": bool(data.get("stable")), "max_landmark_dev_m": _num(data.get("max_landmark_dev_m")),
             "one_step_nll": _num(data.get("one_step_nll")), "const_velocity_nll": _num(data.get("const_velocity_nll")),
+            "own_nll": _num((data.get("own_test") or {}).get("one_step_nll")),
+            "own_const_velocity_nll": _num((data.get("own_test") or {}).get("const_velocity_nll")),
             "seconds": _num(data.get("seconds")), "n_samples": data.get("n_samples"),
         })
     return pd.DataFrame(rows)
@@ -177,6 +179,8 @@ TABLE4_COLUMNS = (
     ("fd", "FD", r"FD $\downarrow$", True), ("apd_cm", "APD (cm)", r"APD (cm) $\uparrow$", False),
     ("one_step_nll", "1-step NLL", r"1-step NLL $\downarrow$", True),
     ("const_velocity_nll", "const.-velocity NLL", "const.-vel. NLL", None),
+    ("own_nll", "1-step NLL, own kind", "NLL own", None),
+    ("own_const_velocity_nll", "const.-velocity NLL, own kind", "c.-v. NLL own", None),
     ("fd_train_vs_test", "FD of its training data", "FD train data", None), ("stable", "stable 10 s", "stable", None),
 )
 

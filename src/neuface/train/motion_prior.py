@@ -7,10 +7,10 @@ unless a docstring says "raw". The model (:class:`MotionCVAE`):
 * encoder ``q(z | x_t, x_{t+1}) = N(μ_q, σ_q²)``;
 * decoder ``p(x_{t+1} | z, x_t) = N(ρ ⊙ x_t + κ ⊙ (b(x_t) − x_t) + Δ(z, x_t), diag σ_d²)``, ``b(x_t)`` the
   constant-velocity extrapolation (:func:`constant_velocity_base`: φ moved by φ̇/fps, J by J̇/fps, the rest kept),
-  ρ, κ ∈ (0, 1) learnt per dimension (mean reversion, velocity carry-over; both start at 0.9975, i.e. the
-  baseline), Δ = σ_d ⊙ c·tanh(MLP(z, x_t)/c) a bounded innovation (c = :data:`MAX_INNOVATION`). A stable linear
-  core driven by a bounded input cannot diverge, however long the rollout: the unconstrained residual form
-  (``b + σ_d ⊙ MLP``) blew up after 1–4 s of generation (landmarks metres away), see :meth:`MotionCVAE.decode`.
+  ρ, κ ∈ (0, 1) learnt per dimension (mean reversion, velocity carry-over; both start within 1e-5 of 1, i.e. the
+  baseline), Δ = σ_d ⊙ c·tanh(MLP(z, x_t)/c) a bounded innovation (c = :data:`MAX_INNOVATION`). Generation adds
+  a restoring step outside the support box (the widened training range), which keeps rollouts bounded however
+  long they run; it is not part of the density (see :meth:`MotionCVAE.decode`).
   σ_d is one learned standard deviation per state dimension (floored at :data:`LOG_SIGMA_MIN`), so the
   reconstruction term is a proper Gaussian log-likelihood.
 
@@ -42,7 +42,7 @@ from neuface.train.motion_state import StateLayout
 
 #: Format tag and version of a saved prior (``torch.save`` dict; ``torch.load(weights_only=True)`` reads it).
 PRIOR_FORMAT = "neuface.motion_prior"
-PRIOR_FORMAT_VERSION = 1
+PRIOR_FORMAT_VERSION = 2
 PRIOR_KEYS = ("format", "format_version", "config", "state_dict", "normalisation", "lineage")
 CONFIG_KEYS = ("state_dim", "latent_dim", "hidden", "n_layers", "n_exp")
 NORMALISATION_KEYS = ("mean", "std", "min", "max")
@@ -52,8 +52,15 @@ LOG_SIGMA_MAX = math.log(10.0)
 _HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
 #: Largest one-step innovation of the decoder mean, in decoder standard deviations (tanh-bounded).
 MAX_INNOVATION = 4.0
-#: Initial logit of the mean reversion ρ and the velocity carry-over κ (sigmoid(6) = 0.9975: ≈ the baseline).
-INIT_LOGIT = 6.0
+#: ρ = exp(−r), κ = exp(−c) with per-step rates r, c = RATE_FLOOR + exp(a) (a learnt): both stay inside (0, 1)
+#: whatever a is (the floor keeps them < 1 in float32), and a log-rate moves a rate of 1e-5 as easily as one of 0.1.
+RATE_FLOOR = 1e-6
+#: Initial rates: ρ = κ = exp(−1e-5), within 1e-5 of the constant-velocity baseline (ρ = κ = 1).
+INIT_RATE = 1e-5
+#: The support box: the training range of every dimension widened by this fraction of its width on each side.
+BOX_MARGIN = 0.5
+#: Outside the box, this fraction of the excess is removed per step and of the velocity carry-over too.
+RESTORE = 0.5
 
 
 def _mlp(n_in: int, hidden: int, n_out: int, n_layers: int) -> nn.Sequential:
@@ -88,8 +95,12 @@ class MotionCVAE(nn.Module):
         self.decoder_log_sigma = nn.Parameter(torch.zeros(state_dim))
         # stable dynamics: per-dimension mean reversion ρ and velocity carry-over κ, both in (0, 1), start near 1
         # (= the constant-velocity baseline) and are learnt (see :meth:`decode`)
-        self.reversion_logit = nn.Parameter(torch.full((state_dim,), INIT_LOGIT))
-        self.carry_logit = nn.Parameter(torch.full((state_dim,), INIT_LOGIT))
+        init = math.log(INIT_RATE - RATE_FLOOR)
+        self.reversion_log_rate = nn.Parameter(torch.full((state_dim,), init))
+        self.carry_log_rate = nn.Parameter(torch.full((state_dim,), init))
+        # the support box (normalised units; ±inf: none): set from the training range by :meth:`set_box`
+        self.register_buffer("box_lo", torch.full((state_dim,), -math.inf))
+        self.register_buffer("box_hi", torch.full((state_dim,), math.inf))
         nn.init.zeros_(self.decoder_net[-1].weight)  # start as "no change": a stable first rollout
         nn.init.zeros_(self.decoder_net[-1].bias)
 
@@ -103,22 +114,51 @@ class MotionCVAE(nn.Module):
         mu, logvar = self.encoder_net(torch.cat([x_t, x_next], dim=-1)).chunk(2, dim=-1)
         return mu, logvar.clamp(-12.0, 6.0)
 
-    def decode(self, z: torch.Tensor, x_t: torch.Tensor, base: torch.Tensor) -> torch.Tensor:
-        """(B, Z), (B, D), (B, D) -> mean of x_{t+1} (B, D) = ρ ⊙ x_t + κ ⊙ (base − x_t) + Δ(z, x_t).
+    def decode(self, z: torch.Tensor, x_t: torch.Tensor, base: torch.Tensor, support: bool = False) -> torch.Tensor:
+        """(B, Z), (B, D), (B, D) -> mean of x_{t+1} (B, D) = ρ ⊙ x_t + κ ⊙ (base − x_t) + Δ(z, x_t)
+        [with ``support``: − r ⊙ (e + κ ⊙ (base − x_t)) outside the support box].
 
         ``base``: the normalised constant-velocity extrapolation of x_t (:func:`constant_velocity_base`), so
         ``base − x_t`` is the velocity step. ρ, κ ∈ (0, 1) per dimension (learnt mean reversion towards the
-        training mean and velocity carry-over): with the velocities of a rollout taken as finite differences, a
-        position follows ``p' = ρ p + κ (p − p_prev) + Δ``, whose roots lie inside the unit circle for every ρ, κ
-        in (0, 1). Δ = σ_d ⊙ c·tanh(MLP(z, x_t) / c) (c = :data:`MAX_INNOVATION` decoder σ): a bounded innovation
-        into a stable linear system, so generated motion stays bounded however long it runs.
+        training mean and velocity carry-over; they start within 1e-5 of 1, the constant-velocity baseline, and
+        may stay there: the one-step likelihood of real motion wants them there). Δ = σ_d ⊙ c·tanh(MLP(z, x_t)/c)
+        (c = :data:`MAX_INNOVATION` decoder σ): a bounded innovation.
+
+        ``support`` (generation only, never in the likelihood): with ρ, κ ≈ 1 a position is a (nearly) undamped
+        double integrator of the innovations and a long rollout can wander off. Outside the support box
+        (:meth:`set_box`: the training range widened by :data:`BOX_MARGIN`), a fixed restoring step then removes
+        r = :data:`RESTORE` of the excess e = x_t − clip(x_t) and of the velocity carry-over: a position outside
+        follows ``p' ≈ p + κ(1−r)(p − p_prev) − r e + Δ``, a damped spring whose roots lie well inside the unit
+        circle, so generated motion stays within a bounded distance of the box however long it runs. Inside the
+        box the term is 0. It is not part of the density: a held-out state just outside the training range would
+        otherwise cost many nats for a pull of many decoder σ.
         """
         # the network's output is in units of the decoder σ: well-scaled gradients for dimensions whose
         # one-step change is tiny in normalised units (positions), where a raw output would overshoot
         raw = self.decoder_net(torch.cat([z, x_t], dim=-1))
         delta = MAX_INNOVATION * torch.tanh(raw / MAX_INNOVATION) * self.log_sigma().exp()
-        rho, kappa = torch.sigmoid(self.reversion_logit), torch.sigmoid(self.carry_logit)
-        return rho * x_t + kappa * (base - x_t) + delta
+        rho, kappa = self.dynamics()
+        if not support:
+            return rho * x_t + kappa * (base - x_t) + delta
+        excess = x_t - torch.maximum(torch.minimum(x_t, self.box_hi), self.box_lo)
+        outside = (excess != 0).to(x_t.dtype)
+        return rho * x_t + kappa * (base - x_t) * (1.0 - RESTORE * outside) - RESTORE * excess + delta
+
+    @torch.no_grad()
+    def set_box(self, norm: dict[str, torch.Tensor], margin: float = BOX_MARGIN) -> None:
+        """Set the support box from the raw training range ``norm['min']`` / ``['max']`` widened by ``margin`` of
+        its width on each side (normalised with ``norm['mean']`` / ``['std']``)."""
+        width = norm["max"] - norm["min"]
+        lo = (norm["min"] - margin * width - norm["mean"]) / norm["std"]
+        hi = (norm["max"] + margin * width - norm["mean"]) / norm["std"]
+        self.box_lo.copy_(lo.to(self.box_lo))
+        self.box_hi.copy_(hi.to(self.box_hi))
+
+    def dynamics(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(D,), (D,): the mean reversion ρ and the velocity carry-over κ, both in (0, 1)."""
+        rho = torch.exp(-(RATE_FLOOR + self.reversion_log_rate.exp()))
+        kappa = torch.exp(-(RATE_FLOOR + self.carry_log_rate.exp()))
+        return rho, kappa
 
     def log_sigma(self) -> torch.Tensor:
         """(D,) decoder log standard deviation (clamped to [LOG_SIGMA_MIN, LOG_SIGMA_MAX])."""

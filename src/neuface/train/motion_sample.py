@@ -47,7 +47,7 @@ STABILITY_FACTOR = 10.0
 @torch.no_grad()
 def rollout(prior: LoadedPrior, starts: torch.Tensor, fps: float, n_steps: int, n_samples: int,
             generator: torch.Generator | None = None, clamp: bool = False, clamp_margin: float = 0.5,
-            device: str | torch.device = "cpu", consistent: bool = True) -> torch.Tensor:
+            device: str | torch.device = "cpu", consistent: bool = True, support: bool = True) -> torch.Tensor:
     """Autoregressive samples.
 
     Args:
@@ -58,6 +58,8 @@ def rollout(prior: LoadedPrior, starts: torch.Tensor, fps: float, n_steps: int, 
         n_samples: K samples per start (batched together).
         generator: CPU generator of the latent draws (seeded runs are reproducible).
         clamp: keep states within the widened training range.
+        support: the decoder's restoring step outside the support box (:meth:`MotionCVAE.decode`): keeps long
+            rollouts within a bounded distance of the training range.
         consistent: after each step, replace the velocities by the finite differences of the generated
             positions (φ̇ from R_t, R_{t+1}; J̇ from J_t, J_{t+1}), as the rollout training does
             (:func:`~neuface.train.motion_state.consistent_velocities`).
@@ -81,7 +83,7 @@ def rollout(prior: LoadedPrior, starts: torch.Tensor, fps: float, n_steps: int, 
         mu, logvar = model.prior(xn)
         eps = torch.randn(mu.shape, generator=generator).to(mu)
         base = constant_velocity_base(xn, fps_t, norm, prior.layout)
-        nxt = model.decode(mu + torch.exp(0.5 * logvar) * eps, xn, base) * std + mean
+        nxt = model.decode(mu + torch.exp(0.5 * logvar) * eps, xn, base, support=support) * std + mean
         nxt = project_rotation(nxt, prior.layout)
         if consistent:
             nxt = consistent_velocities(nxt, x, fps, prior.layout)
@@ -247,11 +249,32 @@ def _training_features(prior: LoadedPrior, flame, window_s: float) -> torch.Tens
     return feats if feats.shape[0] >= 2 else None
 
 
+def _own_test_nlls(prior: LoadedPrior, paths: Sequence[str | os.PathLike], flame, views,
+                   generator: torch.Generator) -> dict[str, Any] | None:
+    """One-step NLLs on held-out data of the prior's own kind, or None (none given, or no pair in them)."""
+    from neuface.train.motion_state import states_from_packed
+
+    if not paths:
+        return None
+    segments, _ = states_from_packed(paths, flame, views=views)
+    try:
+        nll = one_step_nlls(prior, segments, generator)
+    except NeufaceError as exc:
+        log.warning("own_test: %s; null", exc)
+        return None
+    return {"paths": [str(p) for p in paths], "sha256": [sha256_file(p) for p in paths], **nll}
+
+
 def evaluate_prior(prior_path: str | os.PathLike, test_paths: Sequence[str | os.PathLike],
                    flame_path: str | os.PathLike, embedding_path: str | os.PathLike, label: str,
                    seconds: float = 10.0, n_samples: int = 50, n_starts: int = 4, seed: int = 0,
-                   device: str = "cpu", clamp: bool = False, window_s: float = 1.0) -> dict[str, Any]:
-    """Table 4 evaluation of a prior on held-out packed data (the ``neuface.eval.motion_prior`` JSON dict)."""
+                   device: str = "cpu", clamp: bool = False, window_s: float = 1.0,
+                   own_test_paths: Sequence[str | os.PathLike] = ()) -> dict[str, Any]:
+    """Table 4 evaluation of a prior on held-out packed data (the ``neuface.eval.motion_prior`` JSON dict).
+
+    ``own_test_paths``: held-out data of the kind the prior was trained on (e.g. its annotator's test split when
+    ``test_paths`` hold the true motion): their one-step NLLs go to ``own_test`` (null without them, or when they
+    hold no transition pair: a warning)."""
     from neuface.fitting.forward import resolve_device
     from neuface.flame import FlameLayer
     from neuface.metrics.motion import FEATURE_NAMES, apd, frechet_distance, motion_features
@@ -300,6 +323,7 @@ def evaluate_prior(prior_path: str | os.PathLike, test_paths: Sequence[str | os.
     train_feats = _training_features(prior, flame, window_s)
     fd_train = frechet_distance(train_feats, real) if train_feats is not None else None
     nll = one_step_nlls(prior, segments, generator)
+    own = _own_test_nlls(prior, own_test_paths, flame, views, generator)
     stable = finite and max_dev <= STABILITY_FACTOR * train_dev
     return {
         "format": "neuface.eval.motion_prior", "format_version": 1, "label": label,
@@ -313,7 +337,7 @@ def evaluate_prior(prior_path: str | os.PathLike, test_paths: Sequence[str | os.
         "stable": bool(stable), "max_landmark_dev_m": max_dev, "train_landmark_dev_m": train_dev,
         "stability_factor": STABILITY_FACTOR, "clamp": bool(clamp),
         "landmark_consistency_m": float(np.mean(consistency)) if consistency else float("nan"),
-        **nll,
+        **nll, "own_test": own,
         "window_s": float(window_s), "feature_names": list(FEATURE_NAMES),
         "n_real_windows": int(real.shape[0]),
         "n_generated_windows": int(sum(f.shape[0] for f in gen_feats)),

@@ -7,6 +7,12 @@ drawn with a seeded generator; Adam; optional bf16 autocast on CUDA (``amp``). T
 sha256 of the dataset files, the FLAME model and the landmark embedding; the model, optimiser, batch generator
 and loss history are in it, so a resumed run equals an uninterrupted one (same device, deterministic kernels).
 The checkpoint is deleted after the prior is written.
+
+Model selection: ``val_fraction`` of the training *sequences* (whole sequences, drawn with ``seed``) are held out
+(:func:`split_validation`); every ``val_every`` steps the one-step NLL of their pairs is computed, and the prior
+written is the model of the step with the lowest one (early stopping without stopping: the run goes on to
+``steps`` so its curve shows the whole course). Normalisation and the constant-velocity baseline come from the
+training sequences only.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import datetime as _dt
 import hashlib
 import json
 import logging
+import math
 import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -29,12 +36,19 @@ from neuface.io_utils import atomic_path
 if TYPE_CHECKING:  # torch is imported by the functions: the CLI's --help stays light
     import torch
 
-    from neuface.train.motion_state import StateLayout
+    from neuface.train.motion_state import Segment, StateLayout
 
 log = logging.getLogger(__name__)
 
 CHECKPOINT_KIND = "motion_prior"
-CURVE_COLUMNS = ("step", "loss", "nll_per_dim", "kl", "consistency")
+CURVE_COLUMNS = ("step", "loss", "nll_per_dim", "kl", "consistency", "val_nll")
+#: the validation NLL's latent draws use ``seed + VAL_SEED_OFFSET`` afresh at every evaluation: the numbers of two
+#: steps compare models, not draws.
+VAL_SEED_OFFSET = 7919
+VAL_DRAWS = 2
+#: at most this many held-out pairs are scored (an evenly strided subset of them): a validation stays cheap on a
+#: dataset of a million clips.
+VAL_MAX_PAIRS = 50_000
 
 
 @dataclass
@@ -56,6 +70,8 @@ class PriorSettings:
     views: str = "front"
     max_sequences: int | None = None
     subset_seed: int = 0
+    val_fraction: float = 0.1
+    val_every: int = 50
     device: str = "cpu"
     amp: bool = False
     checkpoint_every: int = 200
@@ -63,12 +79,14 @@ class PriorSettings:
 
     def validate(self) -> PriorSettings:
         for name in ("steps", "batch_size", "latent_dim", "hidden", "n_layers", "checkpoint_every", "curve_every",
-                     "rollout_steps"):
+                     "rollout_steps", "val_every"):
             if int(getattr(self, name)) < 1:
                 raise NeufaceError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not self.lr > 0 or min(self.kl_weight, self.consistency_weight, self.input_noise) < 0:
             raise NeufaceError(f"lr must be > 0 and kl_weight, consistency_weight, input_noise >= 0 (got {self.lr}, "
                                f"{self.kl_weight}, {self.consistency_weight}, {self.input_noise})")
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise NeufaceError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
         if self.max_sequences is not None and self.max_sequences < 1:
             raise NeufaceError(f"max_sequences must be >= 1, got {self.max_sequences}")
         return self
@@ -90,10 +108,13 @@ class PriorTrainer:
         norm: normalisation statistics (``mean``, ``std`` (D,)).
         layout: the state layout.
         settings: :class:`PriorSettings`.
+        validation: held-out pairs (``states``, ``src``, ``dst``, ``fps`` as :func:`transition_pairs` gives them)
+            for model selection, or None (the last step's model is kept).
     """
 
     def __init__(self, states: torch.Tensor, src: torch.Tensor, dst: torch.Tensor, fps: torch.Tensor,
-                 norm: dict[str, torch.Tensor], layout: StateLayout, settings: PriorSettings) -> None:
+                 norm: dict[str, torch.Tensor], layout: StateLayout, settings: PriorSettings,
+                 validation: dict[str, torch.Tensor] | None = None) -> None:
         import torch
 
         from neuface.fitting.forward import resolve_device
@@ -105,6 +126,8 @@ class PriorTrainer:
         torch.manual_seed(settings.seed)
         self.model = MotionCVAE(layout.dim, settings.latent_dim, settings.hidden, settings.n_layers).to(self.device)
         self.norm = {k: v.to(self.device, torch.float32) for k, v in norm.items()}
+        if "min" in self.norm and "max" in self.norm:
+            self.model.set_box(self.norm)
         self.x = ((states.to(self.device, torch.float32) - self.norm["mean"]) / self.norm["std"]).contiguous()
         self.src, self.dst = src.to(self.device), dst.to(self.device)
         self.fps = fps.to(self.device, torch.float32)
@@ -131,6 +154,18 @@ class PriorTrainer:
         if self.window_starts.numel() == 0:
             raise NeufaceError(f"no segment has {settings.rollout_steps + 1} frames for rollout_steps="
                                f"{settings.rollout_steps}; lower it")
+        self.val: dict[str, torch.Tensor] | None = None
+        if validation is not None and validation["src"].numel():
+            vx = (validation["states"].to(self.device, torch.float32) - self.norm["mean"]) / self.norm["std"]
+            vsrc, vdst = validation["src"].to(self.device), validation["dst"].to(self.device)
+            if vsrc.shape[0] > VAL_MAX_PAIRS:
+                keep = torch.linspace(0, vsrc.shape[0] - 1, VAL_MAX_PAIRS, device=self.device).long()
+                vsrc, vdst, validation = vsrc[keep], vdst[keep], {**validation, "fps": validation["fps"][keep.cpu()]}
+            with torch.no_grad():
+                vbase = constant_velocity_base(vx[vsrc], validation["fps"].to(self.device, torch.float32),
+                                               self.norm, layout)
+            self.val = {"x_t": vx[vsrc].contiguous(), "x_next": vx[vdst].contiguous(), "base": vbase.contiguous()}
+        self.best: dict[str, Any] = {"state": None, "step": 0, "val_nll": math.inf}
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=settings.lr)
         self.generator = torch.Generator().manual_seed(settings.seed)
         self.history: list[dict[str, float]] = []
@@ -205,8 +240,43 @@ class PriorTrainer:
                 x_hat = (consistent_velocities(pred, x_hat * std + mean, fps, self.layout) - mean) / std
         return total / self.settings.rollout_steps, sums
 
+    def validation_nll(self) -> float:
+        """Mean one-step NLL per dimension (negative ELBO, :data:`VAL_DRAWS` latent draws from a generator seeded
+        afresh) of the held-out pairs; nan without validation pairs."""
+        import torch
+
+        from neuface.train.motion_prior import cvae_one_step_nll
+
+        if self.val is None:
+            return math.nan
+        generator = torch.Generator().manual_seed(self.settings.seed + VAL_SEED_OFFSET)
+        was_training = self.model.training
+        self.model.eval()
+        nll = cvae_one_step_nll(self.model, self.val["x_t"], self.val["x_next"], self.val["base"],
+                                n_draws=VAL_DRAWS, generator=generator)
+        self.model.train(was_training)
+        return float(nll.mean())
+
+    def _validate(self, parts: dict[str, float]) -> None:
+        """At a validation step: the held-out NLL into ``parts``, and the model kept when it is the best so far."""
+        if self.val is None:
+            return
+        if not (self.step_count % self.settings.val_every == 0 or self.step_count == self.settings.steps):
+            return
+        value = self.validation_nll()
+        parts["val_nll"] = value
+        if value < self.best["val_nll"]:  # nan never is
+            self.best = {"state": {k: v.detach().clone() for k, v in self.model.state_dict().items()},
+                         "step": self.step_count, "val_nll": value}
+
+    def restore_best(self) -> None:
+        """Load the model of the best validation step (no-op without validation or before the first one)."""
+        if self.best["state"] is not None:
+            self.model.load_state_dict(self.best["state"])
+
     def step(self) -> dict[str, float]:
-        """One optimisation step on a fresh random batch; returns its losses."""
+        """One optimisation step on a fresh random batch; returns its losses (and ``val_nll`` at a validation
+        step)."""
         self.model.train()
         if self.settings.rollout_steps > 1:
             loss, parts = self.rollout_loss()
@@ -216,14 +286,16 @@ class PriorTrainer:
         loss.backward()
         self.optimizer.step()
         self.step_count += 1
-        if self.step_count % self.settings.curve_every == 0 or self.step_count == self.settings.steps:
+        self._validate(parts)
+        if (self.step_count % self.settings.curve_every == 0 or self.step_count == self.settings.steps
+                or "val_nll" in parts):
             self.history.append({"step": self.step_count, **parts})
         return parts
 
     def state(self) -> dict[str, Any]:
         return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "generator": self.generator.get_state(), "history": list(self.history),
-                "step_count": self.step_count}
+                "step_count": self.step_count, "best": dict(self.best)}
 
     def load_state(self, payload: dict[str, Any]) -> None:
         self.model.load_state_dict(payload["model"])
@@ -231,9 +303,11 @@ class PriorTrainer:
         self.generator.set_state(payload["generator"])
         self.history = list(payload["history"])
         self.step_count = int(payload["step_count"])
+        self.best = dict(payload["best"])
 
     def run(self, checkpointer=None) -> list[dict[str, float]]:
-        """Run the remaining steps (resuming from ``checkpointer`` when it holds a matching checkpoint)."""
+        """Run the remaining steps (resuming from ``checkpointer`` when it holds a matching checkpoint); with
+        validation pairs, the model of the best validation step is loaded at the end."""
         from tqdm import tqdm
 
         from neuface.fitting.checkpoint import set_rng_state
@@ -252,7 +326,32 @@ class PriorTrainer:
                     bar.set_postfix(loss=f"{parts['loss']:.3f}", kl=f"{parts['kl']:.2f}")
                 if checkpointer is not None:
                     checkpointer.after_step(self.step_count, self.state)
+        self.restore_best()
         return self.history
+
+
+def split_validation(segments: Sequence[Segment], fraction: float, seed: int
+                     ) -> tuple[list[Segment], list[Segment]]:
+    """Hold out whole sequences for model selection: ``(train, validation)`` segments.
+
+    ``round(fraction × n_sequences)`` sequences (at least 1, and at least one left to train on), drawn with
+    ``seed``; every segment (view, shot) of a held-out sequence is held out, so no motion is on both sides. With
+    ``fraction`` 0, or fewer than 2 sequences (a warning), nothing is held out.
+    """
+    import numpy as np
+
+    keys = sorted({(s.path, s.sequence) for s in segments})
+    if fraction <= 0:
+        return list(segments), []
+    if len(keys) < 2:
+        log.warning("validation off: %d training sequence(s), model selection needs >= 2 (the last step's model "
+                    "is kept)", len(keys))
+        return list(segments), []
+    n_val = min(len(keys) - 1, max(1, round(fraction * len(keys))))
+    picked = {keys[i] for i in np.random.default_rng(seed).choice(len(keys), size=n_val, replace=False)}
+    train = [s for s in segments if (s.path, s.sequence) not in picked]
+    held = [s for s in segments if (s.path, s.sequence) in picked]
+    return train, held
 
 
 def write_curve(path: str | os.PathLike, history: Sequence[dict[str, float]]) -> None:
@@ -299,11 +398,14 @@ def train_motion_prior(datasets: Sequence[str | os.PathLike], flame_path: str | 
     if not segments:
         raise NeufaceError(f"no motion to train on: {', '.join(datasets)} hold no sequence with >= 2 frames (an "
                            "empty split: every sequence of it was rejected by the filter or none was fitted)")
-    pairs = transition_pairs(segments)
+    train_segments, val_segments = split_validation(segments, settings.val_fraction, settings.seed)
+    pairs = transition_pairs(train_segments)
+    val_pairs = transition_pairs(val_segments) if val_segments else None
     layout = StateLayout(n_exp)
-    norm = normalisation_stats([s.states for s in segments])
-    log.info("motion prior: %d segments, %d transition pairs, state dim %d", len(segments), len(pairs["src"]),
-             layout.dim)
+    norm = normalisation_stats([s.states for s in train_segments])
+    log.info("motion prior: %d segments, %d transition pairs, state dim %d; %d held-out segment(s) (%d pairs) for "
+             "model selection", len(train_segments), len(pairs["src"]), layout.dim, len(val_segments),
+             0 if val_pairs is None else len(val_pairs["src"]))
 
     def input_digests() -> dict[str, str]:
         digests = {f"dataset{i}": sha256_file(p) for i, p in enumerate(datasets)}
@@ -314,8 +416,19 @@ def train_motion_prior(datasets: Sequence[str | os.PathLike], flame_path: str | 
     config_hash = hashlib.sha256(json.dumps(fingerprint, sort_keys=True).encode()).hexdigest()
     checkpointer = Checkpointer(checkpoint, settings.checkpoint_every, config_hash, CHECKPOINT_KIND, stop,
                                 input_digests) if checkpoint is not None or stop is not None else None
-    trainer = PriorTrainer(pairs["states"], pairs["src"], pairs["dst"], pairs["fps"], norm, layout, settings)
+    trainer = PriorTrainer(pairs["states"], pairs["src"], pairs["dst"], pairs["fps"], norm, layout, settings,
+                           validation=val_pairs)
     history = trainer.run(checkpointer)
+    validation = None
+    if trainer.val is not None:
+        val_curve = [(int(r["step"]), float(r["val_nll"])) for r in history if "val_nll" in r]
+        validation = {"fraction": settings.val_fraction, "every": settings.val_every,
+                      "sequences": sorted({f"{Path(s.path).name}:{s.sequence}" for s in val_segments}),
+                      "n_segments": len(val_segments), "n_pairs": int(val_pairs["src"].shape[0]),
+                      "selected_step": int(trainer.best["step"]), "selected_val_nll": float(trainer.best["val_nll"]),
+                      "last_val_nll": val_curve[-1][1] if val_curve else None}
+        log.info("model selection: step %d of %d (held-out NLL %.3f; last step %.3f)", trainer.best["step"],
+                 trainer.step_count, trainer.best["val_nll"], validation["last_val_nll"])
     digests = checkpointer.inputs if checkpointer is not None else input_digests()  # hashed once
     fps_values = sorted({float(s.fps) for s in segments})
     lineage = {
@@ -324,8 +437,8 @@ def train_motion_prior(datasets: Sequence[str | os.PathLike], flame_path: str | 
         "flame": {"path": str(flame_path), "sha256": digests["flame"]},
         "embedding": {"path": str(embedding_path), "sha256": digests["embedding"]},
         "settings": asdict(settings), "config_hash": config_hash, "steps": trainer.step_count,
-        "final": dict(history[-1]) if history else {}, "fps": fps_values, "n_segments": len(segments),
-        "n_pairs": int(pairs["src"].shape[0]), "neuface_version": __version__,
+        "final": dict(history[-1]) if history else {}, "fps": fps_values, "n_segments": len(train_segments),
+        "n_pairs": int(pairs["src"].shape[0]), "validation": validation, "neuface_version": __version__,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
     x = pairs["states"]
@@ -348,7 +461,7 @@ def train_motion_prior(datasets: Sequence[str | os.PathLike], flame_path: str | 
     log.info("wrote motion prior %s (%d steps, final loss %.4f)", out, trainer.step_count,
              lineage["final"].get("loss", float("nan")))
     return {"path": str(out), "steps": trainer.step_count, "final": lineage["final"],
-            "n_pairs": lineage["n_pairs"], "n_segments": len(segments)}
+            "n_pairs": lineage["n_pairs"], "n_segments": len(train_segments), "validation": validation}
 
 
 def _dataset_sizes(paths: Sequence[str]) -> tuple[int, int]:
@@ -367,5 +480,5 @@ def _dataset_sizes(paths: Sequence[str]) -> tuple[int, int]:
     return next(iter(sizes))
 
 
-__all__ = ["CHECKPOINT_KIND", "PriorSettings", "PriorTrainer", "train_motion_prior",
+__all__ = ["CHECKPOINT_KIND", "PriorSettings", "PriorTrainer", "split_validation", "train_motion_prior",
            "write_curve"]
