@@ -418,6 +418,20 @@ def test_model_selection_keeps_the_best_held_out_step(kit, monkeypatch):
     assert any((snapshots[6][k] != snapshots[3][k]).any() for k in snapshots[3])  # the last step's model differs
 
 
+def test_validation_scores_an_even_subset_of_many_held_out_pairs(kit, monkeypatch):
+    import neuface.train.motion_train as motion_train
+
+    segs = synthetic_segments(kit["layer"], range(3), 12)
+    pairs, vp = transition_pairs(segs[:2]), transition_pairs(segs[2:])  # 11 held-out pairs
+    norm = normalisation_stats([s.states for s in segs[:2]])
+    monkeypatch.setattr(motion_train, "VAL_MAX_PAIRS", 4)
+    trainer = PriorTrainer(pairs["states"], pairs["src"], pairs["dst"], pairs["fps"], norm, StateLayout(50),
+                           PriorSettings(hidden=8, latent_dim=2), validation=vp)
+    x = (vp["states"] - norm["mean"]) / norm["std"]
+    torch.testing.assert_close(trainer.val["x_t"], x[vp["src"][[0, 3, 6, 10]]])  # first, last and evenly between
+    torch.testing.assert_close(trainer.val["x_next"], x[vp["dst"][[0, 3, 6, 10]]])
+
+
 def test_training_on_an_empty_split_is_a_clear_error(kit, tmp_path):
     """A split whose every sequence the filter rejected is packed with no sequence: a user error, not a crash."""
     import h5py
