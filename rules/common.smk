@@ -340,10 +340,19 @@ def prior_models(prior):
     return list(prior["annotators"]) + subset
 
 
+def regressor_base():
+    """(kind, weights) of the encoder Table 5 fine-tunes: the annotating encoder (`train.regressor.base: encoder`)
+    or a builtin encoder the workflow pre-trains from the 2D landmark loss alone (`builtin_2d`: like DECA, it never
+    saw 3D labels)."""
+    if config["train"]["regressor"]["base"] == "builtin_2d":
+        return "builtin", f"{RESULTS}/train/base/builtin_2d.pt"
+    return config["encoder"]["kind"], config["encoder"]["weights"]
+
+
 def regressor_weights(model):
-    """Encoder weights of a Table 5 row: `original` (encoder.weights) or `<annotator>_<variant>` (fine-tuned)."""
+    """Encoder weights of a Table 5 row: `original` (the base, regressor_base) or `<annotator>_<variant>`."""
     if model == "original":
-        return config["encoder"]["weights"]
+        return regressor_base()[1]
     return f"{RESULTS}/train/regressor/{model}.pt"
 
 

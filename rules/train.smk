@@ -28,13 +28,39 @@ rule motion_prior:
     default_target: False
 
 
+rule pretrain_regressor_base:
+    # train.regressor.base: builtin_2d -- the Table 5 base without 3D supervision (docs/training.md)
+    input:
+        model=ASSETS["flame_model"],
+        embedding=ASSETS["landmark_embedding"],
+    output:
+        f"{RESULTS}/train/base/builtin_2d.pt",
+    params:
+        options=cli_options_of(
+            {**config["encoder"]["pretrain"], "device": TRAIN_DEVICE},
+            {"steps": "--steps", "batch_size": "--batch-size", "pool_size": "--pool-size", "lr": "--lr",
+             "seed": "--seed", "device": "--device"},
+        ),
+    resources:
+        gpu=gpu_if(TRAIN_DEVICE),
+    conda:
+        CONDA_ENV
+    log:
+        f"{LOGS}/train/base/builtin_2d.log",
+    benchmark:
+        f"{BENCH}/train/base/builtin_2d.tsv"
+    shell:
+        "neuface --log-file {log} encoder pretrain --flame {input.model} --embedding {input.embedding}"
+        " --param-weight 0 --out {output} {params.options}"
+
+
 rule finetune_regressor:
     input:
         dataset=f"{RESULTS}/dataset/{{annotator}}/{TRAIN_SPLIT}.h5",
         crops=lambda wildcards: stage_files_of("crops", split_sequences(TRAIN_SPLIT)),
         model=ASSETS["flame_model"],
         embedding=ASSETS["landmark_embedding"],
-        weights=config["encoder"]["weights"],
+        weights=regressor_base()[1],
     output:
         weights=f"{RESULTS}/train/regressor/{{annotator}}_{{variant}}.pt",
         record=f"{RESULTS}/train/regressor/{{annotator}}_{{variant}}.pt.json",
@@ -42,7 +68,7 @@ rule finetune_regressor:
     params:
         crops_dir=f"{RESULTS}/crops",
         variant=lambda wildcards: REGRESSOR_VARIANT_OPTIONS[wildcards.variant],
-        encoder=config["encoder"]["kind"],
+        encoder=regressor_base()[0],
         device=TRAIN_DEVICE,
         checkpoint=lambda wildcards: f"{RESULTS}/checkpoints/train/regressor_{wildcards.annotator}_{wildcards.variant}.pt",
         options=cli_options_of(
@@ -80,7 +106,7 @@ rule eval_regressor:
         crops_dir=f"{RESULTS}/crops",
         landmarks_dir=f"{RESULTS}/landmarks",
         split=EVAL_SPLIT,
-        encoder=config["encoder"]["kind"],
+        encoder=regressor_base()[0],
         device=TRAIN_DEVICE,
         fits_dir=lambda wildcards: f"{RESULTS}/train/eval/regressor/fits/{wildcards.model}",
     resources:

@@ -62,3 +62,18 @@ def test_the_package_ships_weights_for_the_default_kit_and_default_settings(kit)
     found = shipped.find_shipped(shipped.model_key(*kit), settings_record(PretrainSettings()))
     assert found is not None and found.parent == shipped.SHIPPED_DIR
     assert found.stat().st_size < 10 * 2**20
+
+
+def test_param_weight_zero_trains_a_2d_only_encoder_never_the_shipped_one(kit, tmp_path):
+    """`--param-weight 0` (the Table 5 base without 3D supervision) is recorded in the file and, being other
+    settings, is trained rather than copied; a negative weight is a user error."""
+    import torch
+
+    from neuface.encoders.builtin import load_builtin
+
+    assert pretrain(kit, tmp_path / "e2d.pt", "--param-weight", "0") == 0
+    assert "ships weights" not in (tmp_path / "e2d.pt.log").read_text()
+    raw = torch.load(tmp_path / "e2d.pt", weights_only=True)
+    assert raw["config"]["training"]["settings"]["w_params"] == 0.0
+    load_builtin(tmp_path / "e2d.pt")  # strict
+    assert pretrain(kit, tmp_path / "bad.pt", "--param-weight", "-1") == 2 and not (tmp_path / "bad.pt").exists()

@@ -327,6 +327,22 @@ def test_training_targets_plan_models_evaluations_and_tables(override, tmp_path,
     assert "finetune_regressor" not in _job_counts(snakemake("-n", "--configfile", str(config)).stdout)
 
 
+def test_regressor_base_builtin_2d_is_pretrained_from_2d_and_is_the_original_row(override, tmp_path, carphone_path):
+    config = _config(override, tmp_path, carphone_path, regressor={"variants": ["3d"], "base": "builtin_2d"})
+    proc = snakemake("-n", "-p", "train_regressor", "--cores", "1", "--configfile", str(config))
+    jobs = _job_counts(proc.stdout)
+    assert jobs["pretrain_regressor_base"] == 1 and jobs["finetune_regressor"] == 1 and jobs["eval_regressor"] == 2
+    assert "--param-weight 0" in proc.stdout
+    base = "train/base/builtin_2d.pt"
+    finetune = [c for c in proc.stdout.splitlines() if "train regressor" in c]
+    original = [c for c in proc.stdout.splitlines() if "eval-regressor" in c and "--label original" in c]
+    assert len(finetune) == 1 and base in finetune[0] and "--encoder builtin" in finetune[0]
+    assert len(original) == 1 and base in original[0]
+    config = _config(override, tmp_path, carphone_path, regressor={"base": "deca"})
+    proc = snakemake("-n", "train_regressor", "--configfile", str(config), check=False)
+    assert proc.returncode != 0 and "base" in proc.stdout + proc.stderr  # schema: encoder | builtin_2d
+
+
 def test_training_targets_with_shards_wait_for_the_shard_markers(override, tmp_path, carphone_path):
     config = _config(override, tmp_path, carphone_path, shard_size=2, in_all=True)
     proc = snakemake("-n", "--configfile", str(config), "--cores", "1")

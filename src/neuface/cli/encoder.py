@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import shlex
 import sys
 import time
@@ -41,6 +42,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                           f"(default {d.pool_size})")
     pre.add_argument("--lr", type=float, default=d.lr, help=f"peak learning rate (default {d.lr})")
     pre.add_argument("--seed", type=non_negative_int, default=d.seed, help=f"random seed (default {d.seed})")
+    pre.add_argument("--param-weight", type=float, default=d.w_params,
+                     help="weight of the parameter (3D) supervision: pose, jaw, β and the leading ψ of the rendered "
+                          "faces; 0 trains from the 2D landmark loss alone, like an encoder that never saw 3D labels "
+                          f"(default {d.w_params})")
     pre.add_argument("--device", default="cpu",
                      help="torch device, or auto: cuda if this process sees a GPU, else cpu (default cpu)")
     pre.add_argument("--no-shipped", action="store_true",
@@ -67,6 +72,8 @@ def _pretrain(args: argparse.Namespace) -> int:
 
     if args.steps < 1 or args.batch_size < 1:
         raise NeufaceError("--steps and --batch-size must be >= 1")
+    if not (args.param_weight >= 0 and math.isfinite(args.param_weight)):
+        raise NeufaceError(f"--param-weight must be a finite number >= 0, got {args.param_weight}")
     try:
         device = torch.device(resolve_device_name(args.device))
     except RuntimeError as exc:
@@ -74,7 +81,7 @@ def _pretrain(args: argparse.Namespace) -> int:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise NeufaceError("--device cuda requested but CUDA is not available")
     settings = PretrainSettings(steps=args.steps, batch_size=args.batch_size, pool_size=args.pool_size,
-                                lr=args.lr, seed=args.seed)
+                                lr=args.lr, seed=args.seed, w_params=args.param_weight)
     key = model_key(args.flame, args.embedding)
     shipped = None if args.no_shipped else find_shipped(key, settings_record(settings))
     if shipped is not None:
