@@ -323,13 +323,17 @@ def evaluate_prior(prior_path: str | os.PathLike, test_paths: Sequence[str | os.
     train_feats = _training_features(prior, flame, window_s)
     fd_train = frechet_distance(train_feats, real) if train_feats is not None else None
     nll = one_step_nlls(prior, segments, generator)
-    own = _own_test_nlls(prior, own_test_paths, flame, views, generator)
+    tested = [{"path": d["path"], "sha256": sha256_file(d["path"]), "annotator": d["annotator"],
+               "n_sequences": d["n_sequences"]} for d in used]
+    if [str(p) for p in own_test_paths] == [str(p) for p in test_paths]:  # its own kind is the test split itself:
+        own = {"paths": [d["path"] for d in tested], "sha256": [d["sha256"] for d in tested], **nll}  # no rerun
+    else:
+        own = _own_test_nlls(prior, own_test_paths, flame, views, generator)
     stable = finite and max_dev <= STABILITY_FACTOR * train_dev
     return {
         "format": "neuface.eval.motion_prior", "format_version": 1, "label": label,
         "prior": {"path": str(prior_path), "sha256": sha256_file(prior_path), "lineage": prior.lineage},
-        "test": [{"path": d["path"], "sha256": sha256_file(d["path"]), "annotator": d["annotator"],
-                  "n_sequences": d["n_sequences"]} for d in used],
+        "test": tested,
         "fd": fd, "fd_train_vs_test": fd_train,
         "apd_cm": float(np.mean(apds)) if apds else float("nan"), "apd_cm_per_start": apds,
         "seconds": float(seconds), "n_samples": int(n_samples), "n_starts": int(n_starts),

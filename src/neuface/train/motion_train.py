@@ -156,14 +156,14 @@ class PriorTrainer:
                                f"{settings.rollout_steps}; lower it")
         self.val: dict[str, torch.Tensor] | None = None
         if validation is not None and validation["src"].numel():
-            vx = (validation["states"].to(self.device, torch.float32) - self.norm["mean"]) / self.norm["std"]
-            vsrc, vdst = validation["src"].to(self.device), validation["dst"].to(self.device)
+            vsrc, vdst, vfps = validation["src"], validation["dst"], validation["fps"]
             if vsrc.shape[0] > VAL_MAX_PAIRS:
-                keep = torch.linspace(0, vsrc.shape[0] - 1, VAL_MAX_PAIRS, device=self.device).long()
-                vsrc, vdst, validation = vsrc[keep], vdst[keep], {**validation, "fps": validation["fps"][keep.cpu()]}
+                keep = torch.linspace(0, vsrc.shape[0] - 1, VAL_MAX_PAIRS).long()
+                vsrc, vdst, vfps = vsrc[keep], vdst[keep], vfps[keep]
+            vsrc, vdst = vsrc.to(self.device), vdst.to(self.device)
+            vx = (validation["states"].to(self.device, torch.float32) - self.norm["mean"]) / self.norm["std"]
             with torch.no_grad():
-                vbase = constant_velocity_base(vx[vsrc], validation["fps"].to(self.device, torch.float32),
-                                               self.norm, layout)
+                vbase = constant_velocity_base(vx[vsrc], vfps.to(self.device, torch.float32), self.norm, layout)
             self.val = {"x_t": vx[vsrc].contiguous(), "x_next": vx[vdst].contiguous(), "base": vbase.contiguous()}
         self.best: dict[str, Any] = {"state": None, "step": 0, "val_nll": math.inf}
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=settings.lr)
