@@ -13,7 +13,7 @@ if config["encoder"]["kind"] == "builtin":
             options=cli_options_of(
                 {**config["encoder"]["pretrain"], "device": PRETRAIN_DEVICE},
                 {"steps": "--steps", "batch_size": "--batch-size", "pool_size": "--pool-size", "lr": "--lr",
-                 "seed": "--seed",
+                 "seed": "--seed", "param_weight": "--param-weight", "prior_weight": "--prior-weight",
                  "device": "--device"},
             ),
         resources:

@@ -41,6 +41,7 @@ rule pretrain_regressor_base:
             {"steps": "--steps", "batch_size": "--batch-size", "pool_size": "--pool-size", "lr": "--lr",
              "seed": "--seed", "device": "--device"},
         ),
+        prior_weight=config["train"]["regressor"]["base_prior_weight"],
     resources:
         gpu=gpu_if(TRAIN_DEVICE),
     conda:
@@ -51,7 +52,7 @@ rule pretrain_regressor_base:
         f"{BENCH}/train/base/builtin_2d.tsv"
     shell:
         "neuface --log-file {log} encoder pretrain --flame {input.model} --embedding {input.embedding}"
-        " --param-weight 0 --out {output} {params.options}"
+        " --param-weight 0 --prior-weight {params.prior_weight} --out {output} {params.options}"
 
 
 rule finetune_regressor:

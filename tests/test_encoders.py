@@ -323,6 +323,38 @@ def test_pretrain_tiny_loss_decreases():
     assert last < 0.8 * first, history["total"]
 
 
+def test_pretrain_prior_term_against_a_loop_and_it_keeps_a_2d_only_base_inside_the_prior():
+    """The β/ψ prior is Σ_k β_k² + Σ_k ψ_k², averaged over images, weighted by ``w_prior`` in the total; with
+    ``w_params = 0`` (2D only) it is what holds the identities a landmark loss cannot determine."""
+    from dataclasses import replace
+
+    from neuface.encoders.base import EncoderOutput
+    from neuface.encoders.pretrain import PretrainSettings, pretrain_builtin, pretrain_losses, sample_batch
+    from neuface.flame.layer import FlameLayer
+    from neuface.synthetic.kit import generate
+
+    flame = FlameLayer(*generate(0))
+    settings = PretrainSettings(steps=25, batch_size=4, pool_size=4, lr=3e-3, seed=0, w_params=0.0)
+    batch = sample_batch(flame, torch.full((flame.num_vertices, 3), 0.7), settings, torch.Generator().manual_seed(1))
+    t = batch.target
+    pred = EncoderOutput(shape=t.shape + 0.3, expression=t.expression - 0.2, global_pose=t.global_pose,
+                         jaw_pose=t.jaw_pose, cam=t.cam)
+    naive = 0.0
+    for i in range(4):
+        naive += sum(float(v) ** 2 for v in pred.shape[i]) + sum(float(v) ** 2 for v in pred.expression[i])
+    off = pretrain_losses(pred, batch, flame, settings)
+    on = pretrain_losses(pred, batch, flame, replace(settings, w_prior=0.5))
+    assert off["prior"].item() == pytest.approx(naive / 4, rel=1e-5)
+    assert (on["total"] - off["total"]).item() == pytest.approx(0.5 * naive / 4, rel=1e-4)
+
+    def beta_norm(w_prior: float) -> float:
+        model, history = pretrain_builtin(flame, replace(settings, w_prior=w_prior))
+        with torch.no_grad():
+            return float(model(batch.images).shape.norm(dim=1).mean())
+
+    assert beta_norm(1.0) < 0.5 * beta_norm(0.0)
+
+
 @pytest.mark.cuda
 def test_bf16_autocast_cuda(deca_file):
     if not torch.cuda.is_available():

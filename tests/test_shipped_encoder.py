@@ -77,3 +77,7 @@ def test_param_weight_zero_trains_a_2d_only_encoder_never_the_shipped_one(kit, t
     assert raw["config"]["training"]["settings"]["w_params"] == 0.0
     load_builtin(tmp_path / "e2d.pt")  # strict
     assert pretrain(kit, tmp_path / "bad.pt", "--param-weight", "-1") == 2 and not (tmp_path / "bad.pt").exists()
+    assert pretrain(kit, tmp_path / "prior.pt", "--param-weight", "0", "--prior-weight", "0.01") == 0
+    raw = torch.load(tmp_path / "prior.pt", weights_only=True)
+    assert raw["config"]["training"]["settings"]["w_prior"] == 0.01
+    assert pretrain(kit, tmp_path / "bad.pt", "--prior-weight", "nan") == 2 and not (tmp_path / "bad.pt").exists()

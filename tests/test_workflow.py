@@ -74,6 +74,25 @@ def test_dry_run_plans_every_stage(override):
         assert f"rule {rule}:" in proc.stdout
 
 
+def test_encoder_pretrain_passes_the_2d_only_settings_only_when_set(override, tmp_path):
+    """encoder.pretrain.param_weight / prior_weight: a DECA-like Φ (2D landmarks + β/ψ prior); null keeps the
+    command, and so the shipped-weights match, exactly as before."""
+    proc = snakemake("-n", "-p", "--configfile", str(override), "--cores", "1")
+    command = [c for c in proc.stdout.splitlines() if "encoder pretrain" in c]
+    assert len(command) == 1 and "--param-weight" not in command[0] and "--prior-weight" not in command[0]
+    cfg = yaml.safe_load(override.read_text())
+    cfg["encoder"]["pretrain"].update(param_weight=0, prior_weight=0.01)
+    path = tmp_path / "phi_2d.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    proc = snakemake("-n", "-p", "--configfile", str(path), "--cores", "1")
+    command = [c for c in proc.stdout.splitlines() if "encoder pretrain" in c]
+    assert len(command) == 1 and "--param-weight 0 --prior-weight 0.01" in command[0]
+    cfg["encoder"]["pretrain"]["prior_weight"] = -0.5
+    path.write_text(yaml.safe_dump(cfg))
+    proc = snakemake("-n", "--configfile", str(path), check=False)
+    assert proc.returncode != 0 and "prior_weight" in proc.stdout + proc.stderr
+
+
 def test_real_run_of_every_stage(override, tmp_path):
     """The whole DAG on the demo sheet with tiny settings: every output exists with an 'ok' status."""
     from neuface.sheets import read_sheet
@@ -328,11 +347,12 @@ def test_training_targets_plan_models_evaluations_and_tables(override, tmp_path,
 
 
 def test_regressor_base_builtin_2d_is_pretrained_from_2d_and_is_the_original_row(override, tmp_path, carphone_path):
-    config = _config(override, tmp_path, carphone_path, regressor={"variants": ["3d"], "base": "builtin_2d"})
+    config = _config(override, tmp_path, carphone_path,
+                     regressor={"variants": ["3d"], "base": "builtin_2d", "base_prior_weight": 0.003})
     proc = snakemake("-n", "-p", "train_regressor", "--cores", "1", "--configfile", str(config))
     jobs = _job_counts(proc.stdout)
     assert jobs["pretrain_regressor_base"] == 1 and jobs["finetune_regressor"] == 1 and jobs["eval_regressor"] == 2
-    assert "--param-weight 0" in proc.stdout
+    assert "--param-weight 0 --prior-weight 0.003" in proc.stdout
     base = "train/base/builtin_2d.pt"
     finetune = [c for c in proc.stdout.splitlines() if "train regressor" in c]
     original = [c for c in proc.stdout.splitlines() if "eval-regressor" in c and "--label original" in c]
@@ -341,6 +361,9 @@ def test_regressor_base_builtin_2d_is_pretrained_from_2d_and_is_the_original_row
     config = _config(override, tmp_path, carphone_path, regressor={"base": "deca"})
     proc = snakemake("-n", "train_regressor", "--configfile", str(config), check=False)
     assert proc.returncode != 0 and "base" in proc.stdout + proc.stderr  # schema: encoder | builtin_2d
+    config = _config(override, tmp_path, carphone_path, regressor={"base": "builtin_2d", "base_prior_weight": -1})
+    proc = snakemake("-n", "train_regressor", "--configfile", str(config), check=False)
+    assert proc.returncode != 0 and "base_prior_weight" in proc.stdout + proc.stderr
 
 
 def test_training_targets_with_shards_wait_for_the_shard_markers(override, tmp_path, carphone_path):

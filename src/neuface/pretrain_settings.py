@@ -35,4 +35,8 @@ class PretrainSettings:
     shift_jitter: float = 0.06
     w_landmarks: float = 10.0
     w_params: float = 1.0
+    # Weight of the β/ψ prior ||β||² + ||ψ||² per image (DECA's shape/expression regularisers). A base trained
+    # from 2D landmarks alone needs it: 68 points do not determine 100 β, and without a prior β drifts far
+    # outside the FLAME prior (‖β‖ ~ 30 measured). 0 for the shipped, 3D-supervised encoder.
+    w_prior: float = 0.0
     image_size: int = 224

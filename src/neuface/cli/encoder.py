@@ -46,6 +46,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                      help="weight of the parameter (3D) supervision: pose, jaw, β and the leading ψ of the rendered "
                           "faces; 0 trains from the 2D landmark loss alone, like an encoder that never saw 3D labels "
                           f"(default {d.w_params})")
+    pre.add_argument("--prior-weight", type=float, default=d.w_prior,
+                     help="weight of the β/ψ prior ||β||² + ||ψ||² per image (DECA's regularisers); a 2D-only base "
+                          f"needs it to keep identities inside the FLAME prior (default {d.w_prior})")
     pre.add_argument("--device", default="cpu",
                      help="torch device, or auto: cuda if this process sees a GPU, else cpu (default cpu)")
     pre.add_argument("--no-shipped", action="store_true",
@@ -72,8 +75,9 @@ def _pretrain(args: argparse.Namespace) -> int:
 
     if args.steps < 1 or args.batch_size < 1:
         raise NeufaceError("--steps and --batch-size must be >= 1")
-    if not (args.param_weight >= 0 and math.isfinite(args.param_weight)):
-        raise NeufaceError(f"--param-weight must be a finite number >= 0, got {args.param_weight}")
+    for flag, value in (("--param-weight", args.param_weight), ("--prior-weight", args.prior_weight)):
+        if not (value >= 0 and math.isfinite(value)):
+            raise NeufaceError(f"{flag} must be a finite number >= 0, got {value}")
     try:
         device = torch.device(resolve_device_name(args.device))
     except RuntimeError as exc:
@@ -81,7 +85,8 @@ def _pretrain(args: argparse.Namespace) -> int:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise NeufaceError("--device cuda requested but CUDA is not available")
     settings = PretrainSettings(steps=args.steps, batch_size=args.batch_size, pool_size=args.pool_size,
-                                lr=args.lr, seed=args.seed, w_params=args.param_weight)
+                                lr=args.lr, seed=args.seed, w_params=args.param_weight,
+                                w_prior=args.prior_weight)
     key = model_key(args.flame, args.embedding)
     shipped = None if args.no_shipped else find_shipped(key, settings_record(settings))
     if shipped is not None:
@@ -120,7 +125,8 @@ def _command(args: argparse.Namespace) -> str:
     """The ``neuface encoder pretrain`` command that reproduces this training (every setting explicit)."""
     parts = ["neuface", "encoder", "pretrain", "--flame", args.flame, "--embedding", args.embedding, "--out",
              args.out, "--steps", args.steps, "--batch-size", args.batch_size, "--pool-size", args.pool_size,
-             "--lr", args.lr, "--seed", args.seed, "--device", args.device, "--no-shipped"]
+             "--lr", args.lr, "--seed", args.seed, "--param-weight", args.param_weight, "--prior-weight",
+             args.prior_weight, "--device", args.device, "--no-shipped"]
     return " ".join(shlex.quote(str(p)) for p in parts)
 
 

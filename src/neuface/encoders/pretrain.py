@@ -5,7 +5,8 @@ pitch ±30°, roll ±15°), a jaw that is closed half of the time and open up to
 camera placed like the crops stage places it (box of the 68 landmarks, size (w+h)/2·1.375,
 with scale/offset jitter), a colour/light/background, and renders the faces with
 :func:`neuface.render.render_mesh` directly in 224×224 crop space. Because the weak-perspective camera *is* the
-crop camera, the target camera is known exactly. Loss: projected-landmark L1 (crop NDC) + parameter losses.
+crop camera, the target camera is known exactly. Loss: projected-landmark L1 (crop NDC) + parameter losses
+(``w_params``; 0 trains from 2D alone) + a β/ψ prior (``w_prior``, DECA's regularisers).
 """
 
 from __future__ import annotations
@@ -122,7 +123,8 @@ def sample_batch(flame: FlameLayer, colors: torch.Tensor, settings: PretrainSett
 
 def pretrain_losses(pred: EncoderOutput, batch: SampleBatch, flame: FlameLayer,
                     settings: PretrainSettings) -> dict[str, torch.Tensor]:
-    """Landmark L1 in crop NDC + parameter losses (camera scale in log space). Returns named scalars."""
+    """Landmark L1 in crop NDC + parameter losses (camera scale in log space) + the β/ψ prior
+    ``||β||² + ||ψ||²`` (batch mean). Returns named scalars, each weighted by ``settings`` in ``total``."""
     t = batch.target
     fl = flame(pred.shape, pred.expression, pred.global_pose, pred.pose12())
     lmk = weak_perspective_project(fl.landmarks2d, pred.cam)[..., :2]
@@ -133,8 +135,9 @@ def pretrain_losses(pred: EncoderOutput, batch: SampleBatch, flame: FlameLayer,
              + F.mse_loss(pred.shape, t.shape)
              + (s_ratio ** 2).mean() * 10
              + F.mse_loss(pred.cam[:, 1:] * t.cam[:, :1], t.cam[:, 1:] * t.cam[:, :1]) * 10)
-    total = settings.w_landmarks * l_lmk + settings.w_params * l_par
-    return {"total": total, "landmarks": l_lmk, "params": l_par}
+    l_prior = pred.shape.pow(2).sum(dim=1).mean() + pred.expression.pow(2).sum(dim=1).mean()
+    total = settings.w_landmarks * l_lmk + settings.w_params * l_par + settings.w_prior * l_prior
+    return {"total": total, "landmarks": l_lmk, "params": l_par, "prior": l_prior}
 
 
 def augment(batch: SampleBatch, settings: PretrainSettings, gen: torch.Generator) -> SampleBatch:
@@ -215,7 +218,7 @@ def pretrain_builtin(flame: FlameLayer, settings: PretrainSettings | None = None
         log.info("rendered a pool of %d faces in %.1f s", st.pool_size, time.perf_counter() - t0)
     opt = torch.optim.AdamW(model.parameters(), lr=st.lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=st.lr, total_steps=st.steps, pct_start=0.15)
-    history: dict[str, list[float]] = {"total": [], "landmarks": [], "params": []}
+    history: dict[str, list[float]] = {"total": [], "landmarks": [], "params": [], "prior": []}
     for step in range(st.steps):
         if pool is None:
             batch = sample_batch(flame, colors, st, gen)
@@ -233,9 +236,9 @@ def pretrain_builtin(flame: FlameLayer, settings: PretrainSettings | None = None
         for k, v in losses.items():
             history[k].append(float(v.detach()))
         if step % max(1, st.steps // 10) == 0 or step == st.steps - 1:
-            log.info("pretrain step %d/%d: total %.4f landmarks %.4f (NDC) params %.4f [%.0f s]", step + 1,
-                     st.steps, history["total"][-1], history["landmarks"][-1], history["params"][-1],
-                     time.perf_counter() - t0)
+            log.info("pretrain step %d/%d: total %.4f landmarks %.4f (NDC) params %.4f prior %.4f [%.0f s]",
+                     step + 1, st.steps, history["total"][-1], history["landmarks"][-1], history["params"][-1],
+                     history["prior"][-1], time.perf_counter() - t0)
     return model.eval(), history
 
 
