@@ -73,6 +73,13 @@ def cli_options_of(values, flags):
     return " ".join(f"{flag} {values[key]}" for key, flag in flags.items() if values.get(key) is not None)
 
 
+# `neuface encoder pretrain` options of an encoder.pretrain-like dict (the encoder_pretrain and
+# pretrain_regressor_base rules).
+PRETRAIN_FLAGS = {"steps": "--steps", "batch_size": "--batch-size", "pool_size": "--pool-size", "lr": "--lr",
+                  "seed": "--seed", "param_weight": "--param-weight", "prior_weight": "--prior-weight",
+                  "device": "--device"}
+
+
 def cli_options(section, flags):
     """cli_options_of for the config section `section`."""
     return cli_options_of(config[section], flags)

@@ -10,12 +10,7 @@ if config["encoder"]["kind"] == "builtin":
         output:
             config["encoder"]["weights"],
         params:
-            options=cli_options_of(
-                {**config["encoder"]["pretrain"], "device": PRETRAIN_DEVICE},
-                {"steps": "--steps", "batch_size": "--batch-size", "pool_size": "--pool-size", "lr": "--lr",
-                 "seed": "--seed", "param_weight": "--param-weight", "prior_weight": "--prior-weight",
-                 "device": "--device"},
-            ),
+            options=cli_options_of({**config["encoder"]["pretrain"], "device": PRETRAIN_DEVICE}, PRETRAIN_FLAGS),
         resources:
             gpu=gpu_if(PRETRAIN_DEVICE),
         conda:

@@ -36,12 +36,12 @@ rule pretrain_regressor_base:
     output:
         f"{RESULTS}/train/base/builtin_2d.pt",
     params:
+        # the encoder.pretrain settings, but from the 2D landmark loss alone (no 3D targets) with the base's prior
         options=cli_options_of(
-            {**config["encoder"]["pretrain"], "device": TRAIN_DEVICE},
-            {"steps": "--steps", "batch_size": "--batch-size", "pool_size": "--pool-size", "lr": "--lr",
-             "seed": "--seed", "device": "--device"},
+            {**config["encoder"]["pretrain"], "device": TRAIN_DEVICE, "param_weight": 0,
+             "prior_weight": config["train"]["regressor"]["base_prior_weight"]},
+            PRETRAIN_FLAGS,
         ),
-        prior_weight=config["train"]["regressor"]["base_prior_weight"],
     resources:
         gpu=gpu_if(TRAIN_DEVICE),
     conda:
@@ -52,7 +52,7 @@ rule pretrain_regressor_base:
         f"{BENCH}/train/base/builtin_2d.tsv"
     shell:
         "neuface --log-file {log} encoder pretrain --flame {input.model} --embedding {input.embedding}"
-        " --param-weight 0 --prior-weight {params.prior_weight} --out {output} {params.options}"
+        " --out {output} {params.options}"
 
 
 rule finetune_regressor:
