@@ -333,12 +333,42 @@ def train_targets():
 
 
 #: `neuface train regressor` options of each Table 5 fine-tuning variant.
-REGRESSOR_VARIANT_OPTIONS = {"2d": "--no-3d", "3d": "", "3dexpr": "--identity-3d predicted"}
+REGRESSOR_VARIANT_OPTIONS = {"2d": "--no-3d", "3d": "", "3dexpr": "--identity-3d predicted",
+                             "3dcanon": "--pose-3d canonical",
+                             "3dexprcanon": "--identity-3d predicted --pose-3d canonical"}
+
+
+#: a Table 5 variant wildcard: the variant, then `_seed<S>` for a repeat with another seed
+REGRESSOR_VARIANT_RE = "(" + "|".join(REGRESSOR_VARIANT_OPTIONS) + ")(_seed[0-9]+)?"
+
+
+def regressor_seeds(regressor):
+    """Training seeds of each variant: `seed`, then one more per `repeats` beyond the first."""
+    first = regressor.get("seed") or 0
+    return [first + k for k in range(regressor.get("repeats", 1))]
 
 
 def regressor_models(regressor):
-    """Table 5 rows: the original encoder, then `<annotator>_<variant>` for every fine-tuned one."""
-    return ["original"] + [f"{a}_{v}" for a in regressor["annotators"] for v in regressor["variants"]]
+    """Table 5 rows: the original encoder, then `<annotator>_<variant>` for every fine-tuned one (and
+    `<annotator>_<variant>_seed<S>` for its repeats)."""
+    seeds = regressor_seeds(regressor)
+    return ["original"] + [f"{a}_{v}" + (f"_seed{s}" if k else "") for a in regressor["annotators"]
+                           for v in regressor["variants"] for k, s in enumerate(seeds)]
+
+
+def split_variant(variant):
+    """(variant options key, training seed or None for the configured one) of a variant wildcard."""
+    name, _, seed = variant.partition("_seed")
+    return name, int(seed) if seed else None
+
+
+def regressor_train_options(variant):
+    """`neuface train regressor` options of the train.regressor config for a variant wildcard (its seed)."""
+    seed = split_variant(variant)[1]
+    regressor = config["train"]["regressor"]
+    values = regressor if seed is None else {**regressor, "seed": seed}
+    return cli_options_of(values, {"steps": "--steps", "batch_size": "--batch-size", "lr": "--lr",
+                                   "seed": "--seed", "checkpoint_every": "--checkpoint-every"})
 
 
 def prior_models(prior):

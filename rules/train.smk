@@ -11,7 +11,7 @@ PRIOR_MODELS = prior_models(TRAIN["motion_prior"])
 
 
 wildcard_constraints:
-    variant="2d|3d|3dexpr",
+    variant=REGRESSOR_VARIANT_RE,
     prior="[A-Za-z0-9_]+",
     model="[A-Za-z0-9_]+",
 
@@ -68,15 +68,11 @@ rule finetune_regressor:
         curve=f"{RESULTS}/train/regressor/{{annotator}}_{{variant}}.curve.csv",
     params:
         crops_dir=f"{RESULTS}/crops",
-        variant=lambda wildcards: REGRESSOR_VARIANT_OPTIONS[wildcards.variant],
+        variant=lambda wildcards: REGRESSOR_VARIANT_OPTIONS[split_variant(wildcards.variant)[0]],
         encoder=regressor_base()[0],
         device=TRAIN_DEVICE,
         checkpoint=lambda wildcards: f"{RESULTS}/checkpoints/train/regressor_{wildcards.annotator}_{wildcards.variant}.pt",
-        options=cli_options_of(
-            TRAIN["regressor"],
-            {"steps": "--steps", "batch_size": "--batch-size", "lr": "--lr", "seed": "--seed",
-             "checkpoint_every": "--checkpoint-every"},
-        ),
+        options=lambda wildcards: regressor_train_options(wildcards.variant),
     resources:
         gpu=gpu_if(TRAIN_DEVICE),
     conda:

@@ -246,6 +246,51 @@ def test_identity_3d_predicted_leaves_beta_to_the_2d_term(setup):
         RegressorSettings(identity_3d="none").check()
 
 
+def test_pose_3d_canonical_leaves_head_rotation_to_the_2d_term(setup):
+    from neuface.encoders.base import EncoderOutput
+    from neuface.train.regressor import regressor_losses
+
+    flame = setup["kit"]["layer"]
+    g = torch.Generator().manual_seed(5)
+    b = 3
+
+    def rand(*size, scale=0.1):
+        return torch.randn(*size, generator=g, dtype=torch.float64) * scale
+
+    pred = EncoderOutput(shape=rand(b, 100).requires_grad_(True), expression=rand(b, 50).requires_grad_(True),
+                         global_pose=rand(b, 3, scale=0.3).requires_grad_(True),
+                         jaw_pose=rand(b, 3).requires_grad_(True),
+                         cam=torch.tensor([[8.0, 0.0, 0.0]] * b, dtype=torch.float64))
+    batch = {"shape": rand(b, 100), "expression": rand(b, 50), "global_pose": rand(b, 3, scale=0.3),
+             "pose": torch.cat([torch.zeros(b, 3), rand(b, 3), torch.zeros(b, 6)], 1).double(),
+             "landmarks": torch.zeros(b, 68, 2, dtype=torch.float64),
+             "landmarks_valid": torch.zeros(b, 68, dtype=torch.bool), "valid": torch.ones(b, dtype=torch.bool)}
+    canon = RegressorSettings(pose_3d="canonical", lambda_l2d=0.0)  # the 3D terms alone
+    parts = regressor_losses(pred, batch, flame, canon)
+    grads = torch.autograd.grad(parts["total"], [pred.shape, pred.expression, pred.global_pose, pred.jaw_pose])
+    assert torch.equal(grads[2], torch.zeros_like(pred.global_pose))  # no head-pose supervision in 3D
+    assert all(gr.abs().max() > 0 for gr in (grads[0], grads[1], grads[3]))
+    # the naive reference: both meshes built without global rotation
+    ref = flame(shape=pred.shape.detach(), expression=pred.expression.detach(),
+                global_pose=torch.zeros(b, 3, dtype=torch.float64), pose=pred.pose12().detach())
+    tgt = flame(shape=batch["shape"], expression=batch["expression"], global_pose=torch.zeros(b, 3,
+                dtype=torch.float64), pose=batch["pose"])
+    want = naive_msd(ref.vertices * 1000, tgt.vertices * 1000, [1] * b)
+    assert float(parts["m3d"]) == pytest.approx(want, rel=1e-6)
+    # independent of either side's global rotation; the posed loss is not
+    turned = {**batch, "global_pose": batch["global_pose"] + 0.2}
+    assert float(regressor_losses(pred, turned, flame, canon)["m3d"]) == pytest.approx(float(parts["m3d"]), rel=1e-12)
+    posed = RegressorSettings(lambda_l2d=0.0)
+    assert float(regressor_losses(pred, turned, flame, posed)["m3d"]) != pytest.approx(
+        float(regressor_losses(pred, batch, flame, posed)["m3d"]), rel=1e-3)
+    # combined with identity_3d=predicted: neither β nor head rotation get a 3D gradient
+    both = RegressorSettings(pose_3d="canonical", identity_3d="predicted", lambda_l2d=0.0)
+    gb = torch.autograd.grad(regressor_losses(pred, batch, flame, both)["total"], [pred.shape, pred.global_pose])
+    assert torch.equal(gb[0], torch.zeros_like(pred.shape)) and torch.equal(gb[1], torch.zeros_like(pred.global_pose))
+    with pytest.raises(NeufaceError, match="pose_3d"):
+        RegressorSettings(pose_3d="upright").check()
+
+
 def test_preempted_and_resumed_equals_uninterrupted(setup, tmp_path):
     from test_fit_resume import StopAfter
 

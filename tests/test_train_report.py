@@ -11,7 +11,13 @@ import pytest
 
 from neuface.cli import main
 from neuface.errors import NeufaceError
-from neuface.report.train_tables import build_train_tables, paired_change_ci, prior_rows, regressor_rows
+from neuface.report.train_tables import (
+    build_train_tables,
+    paired_change_ci,
+    prior_rows,
+    regressor_rows,
+    seed_summary,
+)
 
 
 def _regressor_eval(path, label, mean, lineage=None, real_nme=None):
@@ -51,20 +57,59 @@ def test_table5_rows_relative_change_and_real_clip_note(tmp_path):
                              real_nme=6.0),
              _regressor_eval(tmp_path / "f3.json", "neuface_3d", 1.5, lineage, real_nme=5.0),
              _regressor_eval(tmp_path / "fe.json", "neuface_3dexpr", 1.6,
-                             {**lineage, "settings": {"use_3d": True, "identity_3d": "predicted"}})]
+                             {**lineage, "settings": {"use_3d": True, "identity_3d": "predicted"}}),
+             _regressor_eval(tmp_path / "fc.json", "neuface_3dcanon", 1.4,
+                             {**lineage, "settings": {"use_3d": True, "pose_3d": "canonical"}}),
+             _regressor_eval(tmp_path / "fec.json", "neuface_3dexprcanon", 1.3,
+                             {**lineage, "settings": {"use_3d": True, "identity_3d": "predicted",
+                                                      "pose_3d": "canonical"}})]
     df = regressor_rows(files)
-    assert list(df["encoder"]) == ["original", "neuface_2d", "neuface_3d", "neuface_3dexpr"]
-    assert list(df["supervision"]) == ["–", "2D", "2D + 3D", "2D + 3D w/o identity"]
-    assert df["mpve_change_pct"].tolist() == pytest.approx([0.0, -5.0, -25.0, -20.0])
+    assert list(df["encoder"]) == ["original", "neuface_2d", "neuface_3d", "neuface_3dexpr", "neuface_3dcanon",
+                                   "neuface_3dexprcanon"]
+    assert list(df["supervision"]) == ["–", "2D", "2D + 3D", "2D + 3D w/o identity", "2D + 3D w/o head pose",
+                                       "2D + 3D w/o identity or head pose"]
+    assert df["mpve_change_pct"].tolist() == pytest.approx([0.0, -5.0, -25.0, -20.0, -30.0, -35.0])
     assert df["trained_on"].iloc[2] == "neuface train (20 seq.)"
+    # 3D rows against their 2D-only sibling (same dataset); one GT sequence: no interval
+    assert df["vs_2d_pct"].tolist()[2:] == pytest.approx([100 * (v / 1.9 - 1) for v in (1.5, 1.6, 1.4, 1.3)])
+    assert np.isnan(df["vs_2d_pct"].iloc[0]) and np.isnan(df["vs_2d_pct"].iloc[1]) and df["vs_2d"].iloc[1] == "–"
+    assert np.isnan(df["vs_2d_ci_low"].iloc[2]) and df["vs_2d"].iloc[2].startswith("-21.05")
+    assert "[" not in df["vs_2d"].iloc[2]
     paths = build_train_tables(files, [], tmp_path / "report")
     md = (tmp_path / "report/table5.md").read_text()
-    assert "**1.500**" in md and "| neuface_3d |" in md and "carphone" in md and "12.000" in md
+    assert "**1.300**" in md and "| neuface_3d |" in md and "carphone" in md and "12.000" in md
     assert {p.suffix for p in paths} == {".csv", ".md", ".tex"}
     tex = (tmp_path / "report/table5.tex").read_text()
-    assert r"\textbf{1.500}" in tex and "neuface\\_3d" in tex
-    assert pd.read_csv(tmp_path / "report/table5.csv")["mpve_mean"].tolist() == pytest.approx([2.0, 1.9, 1.5, 1.6])
+    assert r"\textbf{1.300}" in tex and "neuface\\_3d" in tex
+    assert pd.read_csv(tmp_path / "report/table5.csv")["mpve_mean"].tolist() == pytest.approx(
+        [2.0, 1.9, 1.5, 1.6, 1.4, 1.3])
     assert not (tmp_path / "report/table4.md").exists()
+
+
+def test_repeats_pair_with_the_same_seed_and_get_a_mean_over_seeds(tmp_path):
+    lin = {"datasets": [{"annotator": "neuface", "split": "train", "n_sequences": 20}]}
+    two, three = {**lin, "settings": {"use_3d": False}}, {**lin, "settings": {"use_3d": True}}
+    spec = [("original", 2.0, None), ("neuface_2d", 1.0, two), ("neuface_2d_seed1", 1.2, two),
+            ("neuface_3d", 0.9, three), ("neuface_3d_seed1", 1.26, three)]
+    files = [_regressor_eval(tmp_path / f"{label}.json", label, mean, lineage) for label, mean, lineage in spec]
+    df = regressor_rows(files)
+    # each seed against the 2D-only fine-tune of the same seed: -10 % and +5 %
+    assert df["vs_2d_pct"].tolist()[3:] == pytest.approx([-10.0, 5.0])
+    summary = seed_summary(df).set_index("recipe")
+    assert list(summary.index) == ["neuface_2d", "neuface_3d"]  # `original` has one seed: no row
+    assert summary.loc["neuface_3d", "n_seeds"] == 2
+    assert summary.loc["neuface_3d", "mpve_mean"] == pytest.approx(1.08)
+    assert summary.loc["neuface_3d", "mpve_seed_std"] == pytest.approx(np.std([0.9, 1.26], ddof=1))
+    assert (summary.loc["neuface_3d", "mpve_min"], summary.loc["neuface_3d", "mpve_max"]) == (0.9, 1.26)
+    assert summary.loc["neuface_3d", "vs_2d_pct"] == pytest.approx(-2.5)
+    assert summary.loc["neuface_3d", "mpve_change_pct"] == pytest.approx(-46.0)
+    assert math.isnan(summary.loc["neuface_2d", "vs_2d_pct"])
+    build_train_tables(files, [], tmp_path / "report")
+    md = (tmp_path / "report/table5.md").read_text()
+    assert "Mean over training seeds" in md and "| neuface_3d | 2 | 1.080 |" in md and "| -2.500 |" in md
+    # without repeats there is no seed table
+    build_train_tables(files[:2] + files[3:4], [], tmp_path / "single")
+    assert "Mean over training seeds" not in (tmp_path / "single/table5.md").read_text()
 
 
 def test_paired_change_ci_cases():

@@ -329,16 +329,17 @@ def _config(override, tmp_path, carphone_path, shard_size=0, **train):
 
 
 def test_training_targets_plan_models_evaluations_and_tables(override, tmp_path, carphone_path):
-    config = _config(override, tmp_path, carphone_path, regressor={"variants": ["2d", "3d", "3dexpr"]},
+    config = _config(override, tmp_path, carphone_path, regressor={"variants": ["2d", "3d", "3dexpr", "3dexprcanon"]},
                      motion_prior={"subset": 2, "val_fraction": 0.2})
     proc = snakemake("-n", "-p", "train_regressor", "motion_prior", "--cores", "1", "--configfile", str(config))
     jobs = _job_counts(proc.stdout)
-    assert jobs["finetune_regressor"] == 3  # neuface 2d, 3d, 3dexpr
-    assert jobs["eval_regressor"] == 4  # original and the three
+    assert jobs["finetune_regressor"] == 4  # neuface 2d, 3d, 3dexpr, 3dexprcanon
+    assert jobs["eval_regressor"] == 5  # original and the four
     assert jobs["train_motion_prior"] == jobs["eval_motion_prior"] == 3  # neuface, regress, neuface_subset2
     assert jobs["train_report_regressor"] == jobs["train_report_prior"] == 1
     assert "--no-3d" in proc.stdout and "--max-sequences 2" in proc.stdout
-    assert proc.stdout.count("--identity-3d predicted") == 1  # 3dexpr only
+    assert proc.stdout.count("--identity-3d predicted") == 2  # 3dexpr and 3dexprcanon
+    assert proc.stdout.count("--pose-3d canonical") == 1  # 3dexprcanon only
     assert proc.stdout.count("--val-fraction 0.2") == 3 and "--val-every" not in proc.stdout  # null: CLI default
     # each prior's held-out likelihood on its own annotator's eval split, FD against test_annotator's
     assert proc.stdout.count("--own-test") == 3 and "/dataset/regress/test.h5" in proc.stdout
@@ -364,6 +365,23 @@ def test_regressor_base_builtin_2d_is_pretrained_from_2d_and_is_the_original_row
     config = _config(override, tmp_path, carphone_path, regressor={"base": "builtin_2d", "base_prior_weight": -1})
     proc = snakemake("-n", "train_regressor", "--configfile", str(config), check=False)
     assert proc.returncode != 0 and "base_prior_weight" in proc.stdout + proc.stderr
+
+
+def test_regressor_repeats_train_each_variant_with_further_seeds(override, tmp_path, carphone_path):
+    config = _config(override, tmp_path, carphone_path, regressor={"variants": ["2d", "3dcanon"], "seed": 4,
+                                                                   "repeats": 3})
+    proc = snakemake("-n", "-p", "train_regressor", "--cores", "1", "--configfile", str(config))
+    jobs = _job_counts(proc.stdout)
+    assert jobs["finetune_regressor"] == 6 and jobs["eval_regressor"] == 7  # 2 variants x 3 seeds, and original
+    finetune = [c for c in proc.stdout.splitlines() if "train regressor" in c]
+    by_out = {c.split("--out ")[1].split()[0].rsplit("/", 1)[1]: c for c in finetune}
+    assert sorted(by_out) == sorted(f"neuface_{v}{s}.pt" for v in ("2d", "3dcanon") for s in ("", "_seed5", "_seed6"))
+    for name, seed in (("neuface_2d.pt", 4), ("neuface_3dcanon_seed5.pt", 5), ("neuface_2d_seed6.pt", 6)):
+        assert f"--seed {seed} " in by_out[name] and by_out[name].count("--seed") == 1
+    assert "--pose-3d canonical" in by_out["neuface_3dcanon_seed6.pt"] and "--no-3d" in by_out["neuface_2d_seed5.pt"]
+    config = _config(override, tmp_path, carphone_path, regressor={"repeats": 0})
+    proc = snakemake("-n", "train_regressor", "--configfile", str(config), check=False)
+    assert proc.returncode != 0 and "repeats" in proc.stdout + proc.stderr
 
 
 def test_training_targets_with_shards_wait_for_the_shard_markers(override, tmp_path, carphone_path):

@@ -4,7 +4,7 @@
 
     neuface train regressor --dataset D.h5 [--dataset D2.h5 ...] --crops-dir results/crops \\
         --flame MODEL --embedding EMB --encoder {builtin,deca,emoca} --encoder-weights W --out OUT.pt \\
-        [--no-3d] [--identity-3d label|predicted] [--steps N] [--batch-size B] [--lr LR] \\
+        [--no-3d] [--identity-3d label|predicted] [--pose-3d posed|canonical] [--steps N] [--batch-size B] [--lr LR] \\
         [--lambda-l2d X] [--lambda-m3d X] [--lambda-j3d X] \\
         [--val-dataset V.h5] [--val-every N] [--seed S] [--device cpu|cuda|auto] [--amp] \\
         [--checkpoint CK.pt] [--checkpoint-every N] [--curve CURVE.csv] [--skip-missing]
@@ -36,7 +36,7 @@ def _non_negative_float(text: str) -> float:
 
 def add_train_parser(actions: argparse._SubParsersAction) -> None:
     """Add the ``regressor`` action to ``neuface train``."""
-    from neuface.train.regressor_settings import DEFAULT_LR, IDENTITY_3D, RegressorSettings
+    from neuface.train.regressor_settings import DEFAULT_LR, IDENTITY_3D, POSE_3D, RegressorSettings
 
     d = RegressorSettings()
     p = actions.add_parser("regressor", help="fine-tune an encoder on packed datasets (2D + 3D supervision)",
@@ -55,6 +55,10 @@ def add_train_parser(actions: argparse._SubParsersAction) -> None:
                    help="identity in the 3D terms: label (the paper's: targets with the annotation's beta) or "
                         "predicted (the encoder's own beta on both sides, no gradient to it: the 3D terms "
                         f"supervise expression, jaw and head pose only; default {d.identity_3d})")
+    p.add_argument("--pose-3d", choices=POSE_3D, default=d.pose_3d,
+                   help="frame of the 3D terms: posed (the paper's: global head rotation applied on both sides) or "
+                        "canonical (no global rotation on either side: head pose is left to the 2D landmark term; "
+                        f"default {d.pose_3d})")
     p.add_argument("--steps", type=positive_int, default=d.steps, help=f"optimizer steps (default {d.steps})")
     p.add_argument("--batch-size", type=positive_int, default=d.batch_size,
                    help=f"frames per step (default {d.batch_size})")
@@ -96,6 +100,7 @@ def _train(args: argparse.Namespace) -> int:
     settings = RegressorSettings(
         steps=args.steps, batch_size=args.batch_size, lr=args.lr, lambda_l2d=args.lambda_l2d,
         lambda_m3d=args.lambda_m3d, lambda_j3d=args.lambda_j3d, use_3d=args.use_3d, identity_3d=args.identity_3d,
+        pose_3d=args.pose_3d,
         freeze_batchnorm=not args.train_batchnorm, seed=args.seed, amp=args.amp, skip_missing=args.skip_missing,
         val_every=args.val_every, val_max_items=args.val_max_items, device=args.device, workers=args.workers,
         checkpoint_every=args.checkpoint_every, progress=args.progress)

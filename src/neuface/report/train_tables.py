@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -63,7 +64,9 @@ def _supervision(lineage: Any) -> str:
     settings = lineage.get("settings") or {}
     if settings.get("use_3d") is False:
         return "2D"
-    return "2D + 3D w/o identity" if settings.get("identity_3d") == "predicted" else "2D + 3D"
+    left_out = [name for name, out in (("identity", settings.get("identity_3d") == "predicted"),
+                                       ("head pose", settings.get("pose_3d") == "canonical")) if out]
+    return "2D + 3D" + (f" w/o {' or '.join(left_out)}" if left_out else "")
 
 
 def _sequence_means(data: dict[str, Any]) -> dict[str, tuple[float, int]]:
@@ -139,7 +142,77 @@ def regressor_rows(paths: Sequence[str | os.PathLike]) -> pd.DataFrame:
     df["change_ci_low"] = [c[0] for c in cis]
     df["change_ci_high"] = [c[1] for c in cis]
     df["change_ci"] = [f"[{format_value(lo)}, {format_value(hi)}]" if math.isfinite(lo) else "–" for lo, hi in cis]
+    _add_change_vs_2d(df, rows, per_sequence)
     return df
+
+
+def _recipe_and_seed_suffix(label: str) -> tuple[str, str]:
+    """``neuface_3d_seed2`` → (``neuface_3d``, ``_seed2``); a label without a seed suffix → (label, "")."""
+    match = re.fullmatch(r"(.+?)(_seed\d+)?", label)
+    return (match.group(1), match.group(2) or "") if match else (label, "")
+
+
+def seed_summary(df: pd.DataFrame) -> pd.DataFrame:
+    """One row per recipe (a label without its ``_seed<S>`` suffix) that was trained with more than one seed:
+    ``n_seeds``, mean / std / min / max over seeds of the MPVE mean, the mean over seeds of the change against
+    the original and against the 2D-only sibling of the same seed, and the mean identity / expression parts."""
+    if df.empty:
+        return pd.DataFrame()
+    recipes = [_recipe_and_seed_suffix(e)[0] for e in df["encoder"]]
+    out = []
+    for recipe in dict.fromkeys(recipes):
+        part = df[[r == recipe for r in recipes]]
+        if len(part) < 2:
+            continue
+        values = part["mpve_mean"].astype(float)
+        out.append({"recipe": recipe, "n_seeds": len(part), "mpve_mean": values.mean(),
+                    "mpve_seed_std": values.std(ddof=1), "mpve_min": values.min(), "mpve_max": values.max(),
+                    "mpve_change_pct": part["mpve_change_pct"].astype(float).mean(),
+                    "vs_2d_pct": part["vs_2d_pct"].astype(float).mean(),
+                    "identity_mean": part["identity_mean"].astype(float).mean(),
+                    "expression_mean": part["expression_mean"].astype(float).mean()})
+    return pd.DataFrame(out)
+
+
+def _seed_note(df: pd.DataFrame) -> str:
+    """Markdown table of :func:`seed_summary` ("" when no recipe has repeats)."""
+    summary = seed_summary(df)
+    if summary.empty:
+        return ""
+    cols = ("recipe", "n_seeds", "mpve_mean", "mpve_seed_std", "mpve_min", "mpve_max", "mpve_change_pct",
+            "vs_2d_pct", "identity_mean", "expression_mean")
+    lines = ["Mean over training seeds (`train.regressor.repeats`; Δ vs 2D-only: mean of the per-seed changes "
+             "against the 2D-only fine-tune of the same seed):", "",
+             "| Recipe | seeds | MPVE mean (mm) | seed std (mm) | min | max | Δ vs original (%) | Δ vs 2D-only (%) "
+             "| identity part (mm) | expression part (mm) |", "|---|---:|" + "---:|" * (len(cols) - 2)]
+    for row in summary.itertuples(index=False):
+        values = row._asdict()
+        lines.append("| " + " | ".join(str(values[c]) if c in ("recipe", "n_seeds") else format_value(values[c])
+                                         for c in cols) + " |")
+    return "\n".join(lines)
+
+
+def _add_change_vs_2d(df: pd.DataFrame, rows: list[dict[str, Any]],
+                      per_sequence: list[dict[str, tuple[float, int]]]) -> None:
+    """Columns ``vs_2d_pct`` / ``vs_2d_ci_low`` / ``vs_2d_ci_high`` / ``vs_2d``: a 3D-supervised row
+    ``<annotator>_<variant>`` against its 2D-only sibling ``<annotator>_2d`` (same data, landmark loss only), the
+    comparison the paper's Table 5 makes; NaN / "–" for rows without one."""
+    index = {r["encoder"]: i for i, r in enumerate(rows)}
+    pct, lows, highs, cells = [], [], [], []
+    for i, r in enumerate(rows):
+        recipe, seed = _recipe_and_seed_suffix(r["encoder"])
+        stem, _, variant = recipe.rpartition("_")
+        sibling = f"{stem}_2d{seed}"
+        j = index.get(sibling) if stem and variant != "2d" and r["supervision"].startswith("2D + 3D") else None
+        if j is None or not (math.isfinite(r["mpve_mean"]) and rows[j]["mpve_mean"] > 0):
+            pct.append(math.nan), lows.append(math.nan), highs.append(math.nan), cells.append("–")
+            continue
+        change = 100.0 * (r["mpve_mean"] / rows[j]["mpve_mean"] - 1.0)
+        lo, hi = paired_change_ci(per_sequence[i], per_sequence[j])
+        pct.append(change), lows.append(lo), highs.append(hi)
+        interval = f" [{format_value(lo)}, {format_value(hi)}]" if math.isfinite(lo) else ""
+        cells.append(f"{format_value(change)}{interval}")
+    df["vs_2d_pct"], df["vs_2d_ci_low"], df["vs_2d_ci_high"], df["vs_2d"] = pct, lows, highs, cells
 
 
 def prior_rows(paths: Sequence[str | os.PathLike]) -> pd.DataFrame:
@@ -170,6 +243,7 @@ TABLE5_COLUMNS = (
     ("mpve_std", "MPVE std (mm)", r"MPVE std (mm) $\downarrow$", True),
     ("mpve_change_pct", "Δ mean vs original (%)", r"$\Delta$ mean (\%)", True),
     ("change_ci", "Δ 95 % CI (%)", r"$\Delta$ 95\,\% CI", None),
+    ("vs_2d", "Δ vs 2D-only (%) [95 % CI]", r"$\Delta$ vs 2D (\%) [CI]", None),
     ("identity_mean", "identity part (mm)", r"identity (mm) $\downarrow$", True),
     ("expression_mean", "expression part (mm)", r"expression (mm) $\downarrow$", True),
     ("nme", "NME (%)", r"NME (\%) $\downarrow$", True), ("nme_gt", "NME-GT (%)", r"NME-GT (\%) $\downarrow$", True),
@@ -250,10 +324,11 @@ def build_train_tables(regressor_evals: Sequence[str | os.PathLike] = (),
         df = regressor_rows(regressor_evals)
         caption = ("Table 5 analogue: per-frame regression on held-out sequences with the original encoder and "
                    "encoders fine-tuned on packed datasets (aligned MPVE over all frame-view samples with ground "
-                   "truth; NME vs the detections). Δ 95 % CI: paired bootstrap over the held-out sequences. "
+                   "truth; NME vs the detections). Δ 95 % CI: paired bootstrap over the held-out sequences; "
+                   "Δ vs 2D-only: a 3D-supervised row against the 2D-only fine-tune on the same dataset. "
                    "Identity part: aligned MPVE of the predicted β's neutral mesh; expression part: predicted ψ and "
                    "pose on the true β (docs/training.md).")
-        note = _no_gt_note(df)
+        note = "\n\n".join(n for n in (_seed_note(df), _no_gt_note(df)) if n)
         written += list(write_train_table(df.drop(columns=["nme_no_gt"]), TABLE5_COLUMNS, out / "table5",
                                           caption, note).values())
     if prior_evals:

@@ -9,7 +9,8 @@ Frame of comparison (decided here, used by the trainer): the **posed** FLAME mes
 rotation r applied (``FlameLayer`` output: rotation about the root joint, no camera, no translation). The
 global rotation of a packed NeuFace annotation is the head orientation in that view's camera, so the 3D terms
 supervise identity, expression, jaw *and* head pose, while the weak-perspective camera (scale, 2D shift) stays
-supervised by the 2D landmark term only.
+supervised by the 2D landmark term only. The trainer's ``pose_3d="canonical"`` builds both meshes with r = 0
+instead (:class:`~neuface.train.regressor_settings.RegressorSettings`).
 """
 
 from __future__ import annotations

@@ -118,15 +118,22 @@ def regressor_losses(pred: EncoderOutput, batch: dict[str, torch.Tensor], flame:
     lmk = weak_perspective_project(fl.landmarks2d, pred.cam)[..., :2]
     l2d = landmark_loss(lmk, batch["landmarks"], batch["landmarks_valid"])
     own_identity = settings.identity_3d == "predicted"
+    canonical = settings.pose_3d == "canonical"
     with torch.no_grad():
         tgt = flame(shape=pred.shape[:, : flame.n_shape] if own_identity else batch["shape"],
-                    expression=batch["expression"], global_pose=batch["global_pose"], pose=batch["pose"])
+                    expression=batch["expression"],
+                    global_pose=torch.zeros_like(batch["global_pose"]) if canonical else batch["global_pose"],
+                    pose=batch["pose"])
     valid = batch["valid"]
     with torch.set_grad_enabled(torch.is_grad_enabled() and settings.use_3d):
         fl3 = fl
-        if own_identity:  # the same β on both sides and no gradient to it: no identity supervision in 3D
-            fl3 = flame(shape=pred.shape[:, : flame.n_shape].detach(), expression=pred.expression[:, : flame.n_exp],
-                        global_pose=pred.global_pose, pose=pred.pose12())
+        if own_identity or canonical:
+            # own identity: the same β on both sides and no gradient to it (no identity supervision in 3D);
+            # canonical: no global rotation on either side (head pose is left to the 2D term)
+            beta = pred.shape[:, : flame.n_shape]
+            fl3 = flame(shape=beta.detach() if own_identity else beta, expression=pred.expression[:, : flame.n_exp],
+                        global_pose=torch.zeros_like(pred.global_pose) if canonical else pred.global_pose,
+                        pose=pred.pose12())
         m3d = mesh_loss(fl3.vertices * MM_PER_M, tgt.vertices * MM_PER_M, valid)
         j3d = landmark3d_loss(fl3.landmarks3d * MM_PER_M, tgt.landmarks3d * MM_PER_M, valid)
     total = settings.lambda_l2d * l2d

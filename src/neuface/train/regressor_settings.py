@@ -22,6 +22,10 @@ RUNTIME_ONLY = ("device", "workers", "checkpoint_every", "progress")
 #: ``predicted`` (both meshes built with the encoder's own β, detached: the 3D terms supervise expression, jaw and
 #: head pose only, identity is learnt from the 2D term alone).
 IDENTITY_3D = ("label", "predicted")
+#: Frame of the 3D terms: ``posed`` (the paper's: the posed mesh, global rotation r applied on both sides, so they
+#: also supervise head pose) or ``canonical`` (r set to 0 on both sides: they compare shape, expression, jaw and
+#: neck only, and head pose is left to the 2D term, which determines it; docs/training.md).
+POSE_3D = ("posed", "canonical")
 
 
 @dataclass
@@ -31,7 +35,8 @@ class RegressorSettings:
     Loss: ``λ_2D·L_lmk2D + λ_M3D·L_M3D + λ_J3D·L_J3D`` (``use_3d=False`` drops both 3D terms: the paper's
     DECA_NeuFace,2D). L_lmk2D is NeuFace's masked L1 in crop NDC; the 3D terms are mean squared distances in mm²
     (posed FLAME mesh and 68 3D landmarks, :mod:`neuface.train.losses3d`); ``identity_3d`` (:data:`IDENTITY_3D`)
-    says whether they also supervise β. With the defaults a 1-px landmark error
+    says whether they also supervise β, ``pose_3d`` (:data:`POSE_3D`) whether they also supervise the global head
+    rotation. With the defaults a 1-px landmark error
     in a 224 crop (≈ 0.009 NDC) weighs like a ~1 mm vertex error.
     """
 
@@ -43,6 +48,7 @@ class RegressorSettings:
     lambda_j3d: float = 0.01
     use_3d: bool = True
     identity_3d: str = "label"  # IDENTITY_3D
+    pose_3d: str = "posed"  # POSE_3D
     #: BatchNorm kept in eval mode (running statistics of the pre-trained encoder; affine weights still trained),
     #: as NeuFace fits the encoder: batches of a few correlated frames must not replace the statistics.
     freeze_batchnorm: bool = True
@@ -81,6 +87,8 @@ class RegressorSettings:
                 problems.append(f"{name} must be a finite number >= 0, got {value}")
         if self.identity_3d not in IDENTITY_3D:
             problems.append(f"identity_3d must be one of {', '.join(IDENTITY_3D)}, got {self.identity_3d!r}")
+        if self.pose_3d not in POSE_3D:
+            problems.append(f"pose_3d must be one of {', '.join(POSE_3D)}, got {self.pose_3d!r}")
         if self.lr is not None and not 0 < float(self.lr) < float("inf"):
             problems.append(f"lr must be > 0, got {self.lr}")
         if problems:
