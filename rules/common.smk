@@ -5,6 +5,7 @@ from pathlib import Path
 
 from neuface.sheets import read_sheet
 from neuface.shards import partition, shard_rows_digests
+from neuface.train.regressor_settings import seed_suffix, split_seed_suffix
 from neuface.workflow_checks import annotator_method, annotator_settings, resolved_settings_hash, validate_annotators
 
 # Every annotator's settings are built now, as `neuface fit` builds them: a bad key or value fails `snakemake -n`
@@ -351,20 +352,14 @@ def regressor_seeds(regressor):
 def regressor_models(regressor):
     """Table 5 rows: the original encoder, then `<annotator>_<variant>` for every fine-tuned one (and
     `<annotator>_<variant>_seed<S>` for its repeats)."""
-    seeds = regressor_seeds(regressor)
-    return ["original"] + [f"{a}_{v}" + (f"_seed{s}" if k else "") for a in regressor["annotators"]
-                           for v in regressor["variants"] for k, s in enumerate(seeds)]
-
-
-def split_variant(variant):
-    """(variant options key, training seed or None for the configured one) of a variant wildcard."""
-    name, _, seed = variant.partition("_seed")
-    return name, int(seed) if seed else None
+    repeats = regressor_seeds(regressor)[1:]  # the configured seed keeps the plain name
+    return ["original"] + [f"{a}_{v}{seed_suffix(s)}" for a in regressor["annotators"]
+                           for v in regressor["variants"] for s in [None, *repeats]]
 
 
 def regressor_train_options(variant):
     """`neuface train regressor` options of the train.regressor config for a variant wildcard (its seed)."""
-    seed = split_variant(variant)[1]
+    seed = split_seed_suffix(variant)[1]
     regressor = config["train"]["regressor"]
     values = regressor if seed is None else {**regressor, "seed": seed}
     return cli_options_of(values, {"steps": "--steps", "batch_size": "--batch-size", "lr": "--lr",

@@ -68,7 +68,7 @@ rule finetune_regressor:
         curve=f"{RESULTS}/train/regressor/{{annotator}}_{{variant}}.curve.csv",
     params:
         crops_dir=f"{RESULTS}/crops",
-        variant=lambda wildcards: REGRESSOR_VARIANT_OPTIONS[split_variant(wildcards.variant)[0]],
+        variant=lambda wildcards: REGRESSOR_VARIANT_OPTIONS[split_seed_suffix(wildcards.variant)[0]],
         encoder=regressor_base()[0],
         device=TRAIN_DEVICE,
         checkpoint=lambda wildcards: f"{RESULTS}/checkpoints/train/regressor_{wildcards.annotator}_{wildcards.variant}.pt",

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ import pandas as pd
 from neuface.errors import NeufaceError
 from neuface.io_utils import atomic_path
 from neuface.report.tables import _tex, format_value
+from neuface.train.regressor_settings import seed_suffix, split_seed_suffix
 
 REGRESSOR_FORMAT = "neuface.eval.regressor"
 PRIOR_FORMAT = "neuface.eval.motion_prior"
@@ -146,19 +146,13 @@ def regressor_rows(paths: Sequence[str | os.PathLike]) -> pd.DataFrame:
     return df
 
 
-def _recipe_and_seed_suffix(label: str) -> tuple[str, str]:
-    """``neuface_3d_seed2`` → (``neuface_3d``, ``_seed2``); a label without a seed suffix → (label, "")."""
-    match = re.fullmatch(r"(.+?)(_seed\d+)?", label)
-    return (match.group(1), match.group(2) or "") if match else (label, "")
-
-
 def seed_summary(df: pd.DataFrame) -> pd.DataFrame:
     """One row per recipe (a label without its ``_seed<S>`` suffix) that was trained with more than one seed:
     ``n_seeds``, mean / std / min / max over seeds of the MPVE mean, the mean over seeds of the change against
     the original and against the 2D-only sibling of the same seed, and the mean identity / expression parts."""
     if df.empty:
         return pd.DataFrame()
-    recipes = [_recipe_and_seed_suffix(e)[0] for e in df["encoder"]]
+    recipes = [split_seed_suffix(e)[0] for e in df["encoder"]]
     out = []
     for recipe in dict.fromkeys(recipes):
         part = df[[r == recipe for r in recipes]]
@@ -200,9 +194,9 @@ def _add_change_vs_2d(df: pd.DataFrame, rows: list[dict[str, Any]],
     index = {r["encoder"]: i for i, r in enumerate(rows)}
     pct, lows, highs, cells = [], [], [], []
     for i, r in enumerate(rows):
-        recipe, seed = _recipe_and_seed_suffix(r["encoder"])
+        recipe, seed = split_seed_suffix(r["encoder"])
         stem, _, variant = recipe.rpartition("_")
-        sibling = f"{stem}_2d{seed}"
+        sibling = f"{stem}_2d{seed_suffix(seed)}"
         j = index.get(sibling) if stem and variant != "2d" and r["supervision"].startswith("2D + 3D") else None
         if j is None or not (math.isfinite(r["mpve_mean"]) and rows[j]["mpve_mean"] > 0):
             pct.append(math.nan), lows.append(math.nan), highs.append(math.nan), cells.append("–")

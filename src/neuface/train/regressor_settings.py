@@ -6,6 +6,7 @@ A torch-free module, so that building the ``neuface`` command line (which shows 
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import asdict, dataclass, replace
 
 from neuface.errors import NeufaceError
@@ -26,6 +27,19 @@ IDENTITY_3D = ("label", "predicted")
 #: also supervise head pose) or ``canonical`` (r set to 0 on both sides: they compare shape, expression, jaw and
 #: neck only, and head pose is left to the 2D term, which determines it; docs/training.md).
 POSE_3D = ("posed", "canonical")
+#: A fine-tuned model trained with a further seed (``train.regressor.repeats``) is named ``<model>_seed<S>``.
+_SEED_SUFFIX = re.compile(r"(.+?)_seed(\d+)")
+
+
+def seed_suffix(seed: int | None) -> str:
+    """``_seed<S>`` for a repeat's model name; "" for ``None`` (the configured seed keeps the plain name)."""
+    return "" if seed is None else f"_seed{int(seed)}"
+
+
+def split_seed_suffix(name: str) -> tuple[str, int | None]:
+    """``neuface_3d_seed2`` → (``neuface_3d``, 2); a name without the suffix → (name, None)."""
+    match = _SEED_SUFFIX.fullmatch(name)
+    return (match.group(1), int(match.group(2))) if match else (name, None)
 
 
 @dataclass
