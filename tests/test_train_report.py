@@ -16,6 +16,7 @@ from neuface.report.train_tables import (
     paired_change_ci,
     prior_rows,
     regressor_rows,
+    seed_paired_change_ci,
     seed_summary,
 )
 
@@ -123,6 +124,102 @@ def test_paired_change_ci_cases():
     assert (lo, hi) == pytest.approx((-10.0, 10.0))
     assert all(math.isnan(x) for x in paired_change_ci({"a": (1.0, 10)}, base))  # fewer than 2 shared sequences
     assert paired_change_ci({**base, "c": (5.0, 10)}, base) == (0.0, 0.0)  # unshared sequences are left out
+
+
+def _naive_seed_paired_ci(pairs, n_boot, level=0.95, seed=0):
+    """Reference loop for seed_paired_change_ci (same random draws, one draw and one seed at a time)."""
+    shared = sorted(set.intersection(*(set(m) & set(b) for m, b in pairs)))
+    rng = np.random.default_rng(seed)
+    seeds = rng.integers(0, len(pairs), size=(n_boot, len(pairs)))
+    seqs = rng.integers(0, len(shared), size=(n_boot, len(shared)))
+    values = []
+    for d in range(n_boot):
+        changes = []
+        for s in seeds[d]:
+            model, base = pairs[s]
+            keys = [shared[q] for q in seqs[d]]
+            pooled_m = sum(model[k][0] * model[k][1] for k in keys) / sum(model[k][1] for k in keys)
+            pooled_b = sum(base[k][0] * base[k][1] for k in keys) / sum(base[k][1] for k in keys)
+            changes.append(100.0 * (pooled_m / pooled_b - 1.0))
+        values.append(sum(changes) / len(changes))
+    tail = 100.0 * (1.0 - level) / 2.0
+    return tuple(np.percentile(values, [tail, 100.0 - tail]))
+
+
+def test_seed_paired_change_ci_matches_a_naive_loop_and_its_cases():
+    rng = np.random.default_rng(3)
+    pairs = []
+    for _ in range(4):
+        base = {f"s{i}": (float(rng.uniform(0.8, 1.4)), int(rng.integers(10, 80))) for i in range(7)}
+        model = {k: (m * float(rng.uniform(0.9, 1.08)), n) for k, (m, n) in base.items()}
+        model["only_model"] = (9.0, 10)  # unshared sequences are left out
+        pairs.append((model, base))
+    assert seed_paired_change_ci(pairs, n_boot=300) == pytest.approx(_naive_seed_paired_ci(pairs, 300))
+    base = {"a": (1.0, 10), "b": (2.0, 30)}
+    assert seed_paired_change_ci([(base, base), (base, base)]) == (0.0, 0.0)
+    scaled = {k: (m * 0.9, n) for k, (m, n) in base.items()}
+    assert seed_paired_change_ci([(scaled, base)] * 3) == pytest.approx((-10.0, -10.0))
+    # one seed -10 %, the other +10 % on every sequence: the seed draw alone spans [-10, +10]
+    up = {k: (m * 1.1, n) for k, (m, n) in base.items()}
+    lo, hi = seed_paired_change_ci([(scaled, base), (up, base)])
+    assert (lo, hi) == pytest.approx((-10.0, 10.0))
+    # a per-sequence interval of one seed cannot see that spread; this one widens with it
+    narrow = seed_paired_change_ci([(scaled, base), ({k: (m * 0.92, n) for k, (m, n) in base.items()}, base)])
+    assert narrow[1] - narrow[0] < hi - lo
+    assert all(math.isnan(x) for x in seed_paired_change_ci([(scaled, base)]))  # one seed
+    assert all(math.isnan(x) for x in seed_paired_change_ci([({"a": (1.0, 1)}, base), (base, base)]))
+
+
+def _seq_eval(path, label, per_seq, lineage):
+    """An eval JSON with several GT sequences (sequence -> mean MPVE), 10 frames x 1 view each."""
+    seqs = [{"sequence": k, "status": "ok", "n_frames": 10, "n_views": 1, "has_gt": True,
+             "mpve_aligned_mm": {"mean": v}, "nme": 2.0} for k, v in per_seq.items()]
+    mean = float(np.mean(list(per_seq.values())))
+    data = {"format": "neuface.eval.regressor", "label": label, "encoder": {"lineage": lineage}, "sequences": seqs,
+            "summary": {"n_sequences": len(seqs), "n_frames": 10 * len(seqs),
+                        "mpve_aligned_mm": {"median": mean, "mean": mean, "std": 0.1}}}
+    path.write_text(json.dumps(data))
+    return path
+
+
+def test_seed_table_has_an_interval_over_seeds_and_the_seeds_won(tmp_path):
+    lin = {"datasets": [{"annotator": "neuface", "split": "train", "n_sequences": 20}]}
+    two, three = {**lin, "settings": {"use_3d": False}}, {**lin, "settings": {"use_3d": True}}
+    base = {f"s{i}": 1.0 + 0.1 * i for i in range(5)}
+    files = []
+    for seed, (f2d, f3d) in enumerate([(1.0, 0.95), (1.02, 0.99), (0.98, 1.0)]):
+        suffix = "" if seed == 0 else f"_seed{seed}"
+        files.append(_seq_eval(tmp_path / f"2d{seed}.json", f"neuface_2d{suffix}",
+                               {k: v * f2d for k, v in base.items()}, two))
+        files.append(_seq_eval(tmp_path / f"3d{seed}.json", f"neuface_3d{suffix}",
+                               {k: v * f3d for k, v in base.items()}, three))
+    df = regressor_rows(files)
+    summary = seed_summary(df).set_index("recipe")
+    per_seed = [100 * (0.95 / 1.0 - 1), 100 * (0.99 / 1.02 - 1), 100 * (1.0 / 0.98 - 1)]
+    row = summary.loc["neuface_3d"]
+    assert row["vs_2d_pct"] == pytest.approx(np.mean(per_seed))
+    assert row["vs_2d_better"] == "2/3"
+    # uniform per-seed changes: the interval is that of the seed draw alone, inside [min, max] of the seeds
+    assert min(per_seed) - 1e-9 <= row["vs_2d_ci_low"] < row["vs_2d_pct"] < row["vs_2d_ci_high"] <= max(per_seed) + 1e-9
+    assert summary.loc["neuface_2d", "vs_2d_better"] == "–" and math.isnan(summary.loc["neuface_2d", "vs_2d_ci_low"])
+    build_train_tables(files, [], tmp_path / "report")
+    md = (tmp_path / "report/table5.md").read_text()
+    assert row["vs_2d_sequences_better"] == "5/5"
+    assert f"| {row['vs_2d_pct']:.3f} [{row['vs_2d_ci_low']:.3f}, {row['vs_2d_ci_high']:.3f}] | 2/3 | 5/5 |" in md
+    seeds_csv = pd.read_csv(tmp_path / "report/table5_seeds.csv").set_index("recipe")
+    assert seeds_csv.loc["neuface_3d", "vs_2d_ci_low"] == pytest.approx(row["vs_2d_ci_low"], rel=1e-5)
+    assert "per_sequence" not in pd.read_csv(tmp_path / "report/table5.csv").columns
+    # one sequence where the 3D row is worse in every seed: the sequence count sees it, each sequence one vote
+    worse = []
+    for seed in range(2):
+        suffix = "" if seed == 0 else f"_seed{seed}"
+        worse.append(_seq_eval(tmp_path / f"w2d{seed}.json", f"neuface_2d{suffix}", base, two))
+        worse.append(_seq_eval(tmp_path / f"w3d{seed}.json", f"neuface_3d{suffix}",
+                               {k: v * (1.3 if k == "s0" else 0.99) for k, v in base.items()}, three))
+    assert seed_summary(regressor_rows(worse)).set_index("recipe").loc["neuface_3d", "vs_2d_sequences_better"] == "4/5"
+    # a rebuild without repeats removes the seed table of the earlier run
+    build_train_tables(files[:2], [], tmp_path / "report")
+    assert not (tmp_path / "report/table5_seeds.csv").exists()
 
 
 def test_table5_has_the_error_parts_and_a_paired_interval(tmp_path):

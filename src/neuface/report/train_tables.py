@@ -108,11 +108,52 @@ def paired_change_ci(model: dict[str, tuple[float, int]], base: dict[str, tuple[
     return float(low), float(high)
 
 
+def seed_paired_change_ci(pairs: Sequence[tuple[dict[str, tuple[float, int]], dict[str, tuple[float, int]]]],
+                          n_boot: int = 2000, level: float = 0.95, seed: int = 0) -> tuple[float, float]:
+    """Bootstrap interval of the mean over training seeds of the paired change (%) of a model against its base.
+
+    Two sources of chance are resampled together: which training seeds were drawn (a recipe's seed spread) and
+    which held-out sequences were drawn. Each draw takes the seeds with replacement and, once for all seeds, the
+    sequences shared by every pair with replacement; each drawn seed's change is that of the pooled mean error
+    ``Σ n_i m_i / Σ n_i`` (as :func:`paired_change_ci`), and the draw's value is their mean. An interval that
+    excludes 0 says the recipe's difference is larger than both its seed spread and the test-set sampling.
+
+    Args:
+        pairs: one ``(model, base)`` per seed, each sequence → (mean error over its samples, number of samples).
+        n_boot / level / seed: as :func:`paired_change_ci`.
+    Returns:
+        (low, high) in %; (nan, nan) with fewer than 2 seeds or fewer than 2 sequences shared by all pairs.
+    """
+    if len(pairs) < 2:
+        return math.nan, math.nan
+    shared = sorted(set.intersection(*(set(m) & set(b) for m, b in pairs)))
+    if len(shared) < 2:
+        return math.nan, math.nan
+    def weighted(d: dict[str, tuple[float, int]]) -> tuple[np.ndarray, np.ndarray]:
+        return (np.array([d[k][0] * d[k][1] for k in shared]), np.array([d[k][1] for k in shared], dtype=np.float64))
+    m = np.stack([weighted(model)[0] for model, _ in pairs])  # (S, Q)
+    nm = np.stack([weighted(model)[1] for model, _ in pairs])
+    b = np.stack([weighted(base)[0] for _, base in pairs])
+    nb = np.stack([weighted(base)[1] for _, base in pairs])
+    rng = np.random.default_rng(seed)
+    seeds = rng.integers(0, len(pairs), size=(n_boot, len(pairs)))  # (D, S)
+    seqs = rng.integers(0, len(shared), size=(n_boot, len(shared)))  # (D, Q)
+    def pooled(x: np.ndarray, n: np.ndarray) -> np.ndarray:  # (D, S): per drawn seed, over the drawn sequences
+        rows = seeds[:, :, None]
+        cols = seqs[:, None, :]
+        return x[rows, cols].sum(-1) / n[rows, cols].sum(-1)
+    change = 100.0 * (pooled(m, nm) / pooled(b, nb) - 1.0)
+    tail = 100.0 * (1.0 - level) / 2.0
+    low, high = np.percentile(change.mean(axis=1), [tail, 100.0 - tail])
+    return float(low), float(high)
+
+
 def regressor_rows(paths: Sequence[str | os.PathLike]) -> pd.DataFrame:
     """One row per encoder: aligned MPVE median/mean/std (mm) and the means of its identity / expression parts,
     NME, NME vs GT, counts; ``mpve_change_pct`` is the mean aligned MPVE relative to the ``original`` row (when
     there is one) and ``change_ci_low`` / ``change_ci_high`` its 95 % paired bootstrap interval over the
-    sequences (:func:`paired_change_ci`)."""
+    sequences (:func:`paired_change_ci`); ``per_sequence`` (JSON: sequence → [mean, samples]) feeds
+    :func:`seed_summary` and is not written to the table."""
     rows, per_sequence = [], []
     for path in paths:
         data = read_eval(path, REGRESSOR_FORMAT)
@@ -131,6 +172,7 @@ def regressor_rows(paths: Sequence[str | os.PathLike]) -> pd.DataFrame:
             "nme_gt": _num((summary.get("nme_gt") or {}).get("mean")),
             "n_sequences": summary.get("n_sequences"), "n_frames": summary.get("n_frames"),
             "nme_no_gt": json.dumps(no_gt, sort_keys=True),
+            "per_sequence": json.dumps(per_sequence[-1], sort_keys=True),
         })
     df = pd.DataFrame(rows)
     originals = [i for i, r in enumerate(rows) if r["encoder"] == "original"]
@@ -149,40 +191,84 @@ def regressor_rows(paths: Sequence[str | os.PathLike]) -> pd.DataFrame:
 def seed_summary(df: pd.DataFrame) -> pd.DataFrame:
     """One row per recipe (a label without its ``_seed<S>`` suffix) that was trained with more than one seed:
     ``n_seeds``, mean / std / min / max over seeds of the MPVE mean, the mean over seeds of the change against
-    the original and against the 2D-only sibling of the same seed, and the mean identity / expression parts."""
+    the original and against the 2D-only sibling of the same seed, and the mean identity / expression parts.
+
+    A 3D-supervised recipe with a 2D-only sibling for at least two seeds also gets ``vs_2d_ci_low`` /
+    ``vs_2d_ci_high`` (:func:`seed_paired_change_ci` over those seeds and the held-out sequences, when ``df`` has
+    the ``per_sequence`` column of :func:`regressor_rows`), ``vs_2d_better`` ("k/n": the seeds where it beat
+    its sibling) and ``vs_2d_sequences_better`` ("k/n": the held-out sequences where it did, mean over seeds)."""
     if df.empty:
         return pd.DataFrame()
     recipes = [split_seed_suffix(e)[0] for e in df["encoder"]]
+    index = {e: i for i, e in enumerate(df["encoder"])}
     out = []
     for recipe in dict.fromkeys(recipes):
         part = df[[r == recipe for r in recipes]]
         if len(part) < 2:
             continue
         values = part["mpve_mean"].astype(float)
-        out.append({"recipe": recipe, "n_seeds": len(part), "mpve_mean": values.mean(),
-                    "mpve_seed_std": values.std(ddof=1), "mpve_min": values.min(), "mpve_max": values.max(),
-                    "mpve_change_pct": part["mpve_change_pct"].astype(float).mean(),
-                    "vs_2d_pct": part["vs_2d_pct"].astype(float).mean(),
-                    "identity_mean": part["identity_mean"].astype(float).mean(),
-                    "expression_mean": part["expression_mean"].astype(float).mean()})
+        row = {"recipe": recipe, "n_seeds": len(part), "mpve_mean": values.mean(),
+               "mpve_seed_std": values.std(ddof=1), "mpve_min": values.min(), "mpve_max": values.max(),
+               "mpve_change_pct": part["mpve_change_pct"].astype(float).mean(),
+               "vs_2d_pct": part["vs_2d_pct"].astype(float).mean(),
+               "vs_2d_ci_low": math.nan, "vs_2d_ci_high": math.nan, "vs_2d_better": "–",
+               "vs_2d_sequences_better": "–",
+               "identity_mean": part["identity_mean"].astype(float).mean(),
+               "expression_mean": part["expression_mean"].astype(float).mean()}
+        paired = part[part["vs_2d_pct"].astype(float).notna()]
+        if len(paired):
+            row["vs_2d_better"] = f"{int((paired['vs_2d_pct'].astype(float) < 0).sum())}/{len(paired)}"
+        if len(paired) >= 2 and "per_sequence" in df.columns:
+            pairs = []
+            for encoder in paired["encoder"]:
+                stem = split_seed_suffix(encoder)[0].rpartition("_")[0]
+                sibling = f"{stem}_2d{seed_suffix(split_seed_suffix(encoder)[1])}"
+                pairs.append((_per_sequence(df.iloc[index[encoder]]), _per_sequence(df.iloc[index[sibling]])))
+            row["vs_2d_ci_low"], row["vs_2d_ci_high"] = seed_paired_change_ci(pairs)
+            row["vs_2d_sequences_better"] = _sequences_better(pairs)
+        out.append(row)
     return pd.DataFrame(out)
 
 
-def _seed_note(df: pd.DataFrame) -> str:
-    """Markdown table of :func:`seed_summary` ("" when no recipe has repeats)."""
-    summary = seed_summary(df)
+def _sequences_better(pairs: Sequence[tuple[dict[str, tuple[float, int]], dict[str, tuple[float, int]]]]) -> str:
+    """"k/n": the held-out sequences (shared by every pair) whose error, averaged over the seeds, is lower for the
+    model than for its base -- a count in which every sequence weighs the same, however many views it has."""
+    shared = sorted(set.intersection(*(set(m) & set(b) for m, b in pairs)))
+    if not shared:
+        return "–"
+    better = sum(np.mean([model[k][0] - base[k][0] for model, base in pairs]) < 0 for k in shared)
+    return f"{int(better)}/{len(shared)}"
+
+
+def _per_sequence(row: pd.Series) -> dict[str, tuple[float, int]]:
+    return {k: (float(v[0]), int(v[1])) for k, v in json.loads(row["per_sequence"]).items()}
+
+
+def _seed_note(summary: pd.DataFrame) -> str:
+    """Markdown table of a :func:`seed_summary` ("" when no recipe has repeats)."""
     if summary.empty:
         return ""
     cols = ("recipe", "n_seeds", "mpve_mean", "mpve_seed_std", "mpve_min", "mpve_max", "mpve_change_pct",
-            "vs_2d_pct", "identity_mean", "expression_mean")
+            "vs_2d_pct", "vs_2d_better", "vs_2d_sequences_better", "identity_mean", "expression_mean")
     lines = ["Mean over training seeds (`train.regressor.repeats`; Δ vs 2D-only: mean of the per-seed changes "
-             "against the 2D-only fine-tune of the same seed):", "",
+             "against the 2D-only fine-tune of the same seed, with its 95 % bootstrap interval over both the seeds "
+             "and the held-out sequences; better: the seeds, and the held-out sequences (error averaged over the "
+             "seeds, each sequence weighing the same), where it beat that fine-tune):", "",
              "| Recipe | seeds | MPVE mean (mm) | seed std (mm) | min | max | Δ vs original (%) | Δ vs 2D-only (%) "
-             "| identity part (mm) | expression part (mm) |", "|---|---:|" + "---:|" * (len(cols) - 2)]
+             "[95 % CI] | seeds better | sequences better | identity part (mm) | expression part (mm) |",
+             "|---|---:|" + "---:|" * (len(cols) - 2)]
     for row in summary.itertuples(index=False):
         values = row._asdict()
-        lines.append("| " + " | ".join(str(values[c]) if c in ("recipe", "n_seeds") else format_value(values[c])
-                                         for c in cols) + " |")
+        cells = []
+        for c in cols:
+            if c in ("recipe", "n_seeds", "vs_2d_better", "vs_2d_sequences_better"):
+                cells.append(str(values[c]))
+            elif c == "vs_2d_pct" and math.isfinite(values["vs_2d_ci_low"]):
+                cells.append(f"{format_value(values[c])} [{format_value(values['vs_2d_ci_low'])}, "
+                             f"{format_value(values['vs_2d_ci_high'])}]")
+            else:
+                cells.append(format_value(values[c]))
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -322,9 +408,17 @@ def build_train_tables(regressor_evals: Sequence[str | os.PathLike] = (),
                    "Δ vs 2D-only: a 3D-supervised row against the 2D-only fine-tune on the same dataset. "
                    "Identity part: aligned MPVE of the predicted β's neutral mesh; expression part: predicted ψ and "
                    "pose on the true β (docs/training.md).")
-        note = "\n\n".join(n for n in (_seed_note(df), _no_gt_note(df)) if n)
-        written += list(write_train_table(df.drop(columns=["nme_no_gt"]), TABLE5_COLUMNS, out / "table5",
-                                          caption, note).values())
+        summary = seed_summary(df)
+        note = "\n\n".join(n for n in (_seed_note(summary), _no_gt_note(df)) if n)
+        seeds_csv = out / "table5_seeds.csv"
+        if summary.empty:
+            seeds_csv.unlink(missing_ok=True)  # no repeats now: a table from an earlier run would mislead
+        else:
+            with atomic_path(seeds_csv, suffix=".csv") as tmp:
+                summary.to_csv(tmp, index=False, float_format="%.6g")
+            written.append(seeds_csv)
+        written += list(write_train_table(df.drop(columns=["nme_no_gt", "per_sequence"]), TABLE5_COLUMNS,
+                                          out / "table5", caption, note).values())
     if prior_evals:
         df = prior_rows(prior_evals)
         caption = ("Table 4 analogue: motion priors trained on each dataset; FD between generated motion and the "
