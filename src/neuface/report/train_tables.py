@@ -126,15 +126,13 @@ def seed_paired_change_ci(pairs: Sequence[tuple[dict[str, tuple[float, int]], di
     """
     if len(pairs) < 2:
         return math.nan, math.nan
-    shared = sorted(set.intersection(*(set(m) & set(b) for m, b in pairs)))
+    shared = _shared_sequences(pairs)
     if len(shared) < 2:
         return math.nan, math.nan
-    def weighted(d: dict[str, tuple[float, int]]) -> tuple[np.ndarray, np.ndarray]:
-        return (np.array([d[k][0] * d[k][1] for k in shared]), np.array([d[k][1] for k in shared], dtype=np.float64))
-    m = np.stack([weighted(model)[0] for model, _ in pairs])  # (S, Q)
-    nm = np.stack([weighted(model)[1] for model, _ in pairs])
-    b = np.stack([weighted(base)[0] for _, base in pairs])
-    nb = np.stack([weighted(base)[1] for _, base in pairs])
+    def weighted(side: int) -> tuple[np.ndarray, np.ndarray]:  # (S, Q) sums n_i m_i and counts n_i
+        n = np.array([[pair[side][k][1] for k in shared] for pair in pairs], dtype=np.float64)
+        return np.array([[pair[side][k][0] for k in shared] for pair in pairs]) * n, n
+    (m, nm), (b, nb) = weighted(0), weighted(1)
     rng = np.random.default_rng(seed)
     seeds = rng.integers(0, len(pairs), size=(n_boot, len(pairs)))  # (D, S)
     seqs = rng.integers(0, len(shared), size=(n_boot, len(shared)))  # (D, Q)
@@ -146,6 +144,11 @@ def seed_paired_change_ci(pairs: Sequence[tuple[dict[str, tuple[float, int]], di
     tail = 100.0 * (1.0 - level) / 2.0
     low, high = np.percentile(change.mean(axis=1), [tail, 100.0 - tail])
     return float(low), float(high)
+
+
+def _shared_sequences(pairs: Sequence[tuple[dict[str, Any], dict[str, Any]]]) -> list[str]:
+    """The sequences present on both sides of every ``(model, base)`` pair, sorted."""
+    return sorted(set.intersection(*(set(m) & set(b) for m, b in pairs)))
 
 
 def regressor_rows(paths: Sequence[str | os.PathLike]) -> pd.DataFrame:
@@ -221,9 +224,8 @@ def seed_summary(df: pd.DataFrame) -> pd.DataFrame:
         if len(paired) >= 2 and "per_sequence" in df.columns:
             pairs = []
             for encoder in paired["encoder"]:
-                stem = split_seed_suffix(encoder)[0].rpartition("_")[0]
-                sibling = f"{stem}_2d{seed_suffix(split_seed_suffix(encoder)[1])}"
-                pairs.append((_per_sequence(df.iloc[index[encoder]]), _per_sequence(df.iloc[index[sibling]])))
+                sibling = df.iloc[index[_two_d_sibling(encoder)]]
+                pairs.append((_per_sequence(df.iloc[index[encoder]]), _per_sequence(sibling)))
             row["vs_2d_ci_low"], row["vs_2d_ci_high"] = seed_paired_change_ci(pairs)
             row["vs_2d_sequences_better"] = _sequences_better(pairs)
         out.append(row)
@@ -233,7 +235,7 @@ def seed_summary(df: pd.DataFrame) -> pd.DataFrame:
 def _sequences_better(pairs: Sequence[tuple[dict[str, tuple[float, int]], dict[str, tuple[float, int]]]]) -> str:
     """"k/n": the held-out sequences (shared by every pair) whose error, averaged over the seeds, is lower for the
     model than for its base -- a count in which every sequence weighs the same, however many views it has."""
-    shared = sorted(set.intersection(*(set(m) & set(b) for m, b in pairs)))
+    shared = _shared_sequences(pairs)
     if not shared:
         return "–"
     better = sum(np.mean([model[k][0] - base[k][0] for model, base in pairs]) < 0 for k in shared)
@@ -272,6 +274,14 @@ def _seed_note(summary: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+def _two_d_sibling(label: str) -> str | None:
+    """``<annotator>_<variant>[_seed<S>]`` → ``<annotator>_2d[_seed<S>]``, the 2D-only fine-tune of the same data
+    and seed; None for a 2D-only row or a label without a variant."""
+    recipe, seed = split_seed_suffix(label)
+    stem, _, variant = recipe.rpartition("_")
+    return f"{stem}_2d{seed_suffix(seed)}" if stem and variant != "2d" else None
+
+
 def _add_change_vs_2d(df: pd.DataFrame, rows: list[dict[str, Any]],
                       per_sequence: list[dict[str, tuple[float, int]]]) -> None:
     """Columns ``vs_2d_pct`` / ``vs_2d_ci_low`` / ``vs_2d_ci_high`` / ``vs_2d``: a 3D-supervised row
@@ -280,10 +290,8 @@ def _add_change_vs_2d(df: pd.DataFrame, rows: list[dict[str, Any]],
     index = {r["encoder"]: i for i, r in enumerate(rows)}
     pct, lows, highs, cells = [], [], [], []
     for i, r in enumerate(rows):
-        recipe, seed = split_seed_suffix(r["encoder"])
-        stem, _, variant = recipe.rpartition("_")
-        sibling = f"{stem}_2d{seed_suffix(seed)}"
-        j = index.get(sibling) if stem and variant != "2d" and r["supervision"].startswith("2D + 3D") else None
+        sibling = _two_d_sibling(r["encoder"])
+        j = index.get(sibling) if sibling and r["supervision"].startswith("2D + 3D") else None
         if j is None or not (math.isfinite(r["mpve_mean"]) and rows[j]["mpve_mean"] > 0):
             pct.append(math.nan), lows.append(math.nan), highs.append(math.nan), cells.append("–")
             continue
